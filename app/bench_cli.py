@@ -1,0 +1,121 @@
+"""`workbench bench`: run suites, print a table, write JSON / CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=SUITE_NAMES + ["all"], default="all")
+    p.add_argument("--quick", action="store_true", help="shorter runs (about 3 minutes in all on 2 CPU cores)")
+    p.add_argument("--draft", default=None, help="draft model for the spec suite (default: the bundled draft)")
+    p.add_argument("--json", dest="json_path", default=None, help="write results as JSON to this file")
+    p.add_argument("--csv", dest="csv_path", default=None, help="write one row per run as CSV to this file")
+
+
+def _suites(name: str) -> list[str]:
+    return SUITE_NAMES if name == "all" else [name]
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.cli import default_draft, default_model
+    from engine.bench import machine_info
+    from engine.bench_suites import SUITES, BenchOptions
+    from engine.config import DeviceKind, DType, ModelSpec
+    from engine.models import resolve_device
+
+    spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
+                     trust_remote_code=args.trust_remote_code)
+    opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft))
+    report = {"machine": machine_info(str(resolve_device(spec.device))), "model": spec.name_or_path,
+              "quick": args.quick, "suites": {}}
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    failed = False
+    for name in _suites(args.suite):
+        if name not in SUITES:
+            log(f"{name}: not available in this build")
+            continue
+        try:
+            runs = SUITES[name](opts, log)
+        except Exception as exc:  # noqa: BLE001 - one failing suite must not hide the others
+            log(f"{name}: FAILED: {exc}")
+            report["suites"][name] = {"error": str(exc), "runs": []}
+            failed = True
+            continue
+        report["suites"][name] = {"runs": [r.to_dict() for r in runs]}
+        print(format_table(name, report["suites"][name]["runs"]))
+    report["total_wall_s"] = time.perf_counter() - t0
+    if args.json_path:
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(report, indent=2))
+        log(f"wrote {args.json_path}")
+    if args.csv_path:
+        write_csv(report, Path(args.csv_path))
+        log(f"wrote {args.csv_path}")
+    return 1 if failed else 0
+
+
+COLUMNS = [
+    ("run", "name", "{}"),
+    ("tok/s", "tokens_per_s", "{:.1f}"),
+    ("x first", None, None),
+    ("TTFT ms", "ttft_s", "{:.1f}", 1000),
+    ("ITL p50 ms", "itl_p50_s", "{:.1f}", 1000),
+    ("ITL p95 ms", "itl_p95_s", "{:.1f}", 1000),
+    ("weights MB", "weights_bytes", "{:.1f}", 1e-6),
+    ("KV MB", "kv_cache_bytes", "{:.2f}", 1e-6),
+    ("tokens", "completion_tokens", "{}"),
+    ("match", "outputs_match_reference", "{}"),
+]
+EXTRA = [("accept", "acceptance_rate", "{:.2f}"), ("ppl", "perplexity", "{:.2f}"),
+         ("agree", "agreement", "{:.3f}"), ("cached", "cached_prompt_tokens", "{}")]
+
+
+def format_table(suite: str, runs: list[dict]) -> str:
+    extra = [c for c in EXTRA if any(c[1] in r for r in runs)]
+    headers = [c[0] for c in COLUMNS] + [c[0] for c in extra]
+    base = runs[0].get("tokens_per_s") if runs else None
+    rows = []
+    for r in runs:
+        row = []
+        for col in COLUMNS:
+            if col[1] is None:
+                tps = r.get("tokens_per_s")
+                row.append(f"{tps / base:.2f}" if tps and base else "")
+                continue
+            v = r.get(col[1])
+            scale = col[3] if len(col) > 3 else 1
+            row.append("" if v is None else col[2].format(v * scale if scale != 1 else v))
+        for col in extra:
+            v = r.get(col[1])
+            row.append("" if v is None else col[2].format(v))
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [f"\n== suite {suite} ==", line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def write_csv(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"suite": s, **{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in run.items()}}
+            for s, body in report["suites"].items() for run in body["runs"]]
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,220 @@
+"""Benchmark suites: the engine and its peers, measured side by side in one run (no Qt)."""
+
+from __future__ import annotations
+
+import platform
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from engine import events as ev
+from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
+from engine.engine import Engine
+from engine.metrics import percentile, process_rss_bytes
+
+Log = Callable[[str], None]
+
+BENCH_PROMPTS = [
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n\nJULIET:\n",
+    "HAMLET:\nTo be, or not to be, that is the question.\n\nHORATIO:\n",
+    "KING LEAR:\nBlow, winds, and crack your cheeks! rage! blow!\n\nFOOL:\n",
+    "MACBETH:\nIs this a dagger which I see before me?\n\nLADY MACBETH:\n",
+    "PORTIA:\nThe quality of mercy is not strain'd.\n\nSHYLOCK:\n",
+    "PROSPERO:\nWe are such stuff as dreams are made on.\n\nMIRANDA:\n",
+    "OTHELLO:\nIt is the cause, it is the cause, my soul.\n\nDESDEMONA:\n",
+    "RICHARD:\nNow is the winter of our discontent.\n\nBUCKINGHAM:\n",
+]
+
+
+@dataclass
+class RunResult:
+    name: str
+    config: dict
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p95_s: float | None = None
+    peak_rss_bytes: int | None = None
+    weights_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    completion_tokens: int = 0
+    wall_s: float | None = None
+    outputs_match_reference: bool | None = None
+    extra: dict = field(default_factory=dict)
+    outputs: list[list[int]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in (
+            "name", "config", "tokens_per_s", "ttft_s", "itl_p50_s", "itl_p95_s", "peak_rss_bytes",
+            "weights_bytes", "kv_cache_bytes", "completion_tokens", "wall_s", "outputs_match_reference")}
+        d.update(self.extra)
+        return d
+
+
+def machine_info(device: str) -> dict:
+    import transformers
+
+    from engine.quant import bitsandbytes_version
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "bitsandbytes": bitsandbytes_version(),
+        "device": device,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class EngineSession:
+    """One engine, loaded once, driven synchronously for benchmarks."""
+
+    def __init__(self, spec: ModelSpec, config: EngineConfig | None = None) -> None:
+        self.engine = Engine(spec, config or EngineConfig()).start()
+        self.info: ev.ModelInfo | None = None
+        self.max_kv_bytes = 0
+        self.peak_rss = 0
+        while self.info is None:
+            event = self.engine.events.get(timeout=600)
+            if isinstance(event, ev.ModelLoaded):
+                self.info = event.info
+            elif isinstance(event, ev.EngineErrorEvent) and event.where == "load":
+                self.engine.shutdown()
+                raise RuntimeError(event.message)
+
+    def configure(self, config: EngineConfig) -> None:
+        self.engine.reconfigure(config)
+        while True:
+            event = self.engine.events.get(timeout=600)
+            if isinstance(event, ev.ConfigApplied):
+                return
+            if isinstance(event, ev.EngineErrorEvent) and event.where == "config":
+                raise RuntimeError(event.message)
+            if isinstance(event, ev.ModelLoaded):
+                self.info = event.info
+
+    def run(self, requests: list[GenerateRequest], stagger_s: float = 0.0) -> tuple[dict[str, ev.RequestFinished], float]:
+        """Submit all requests (optionally spaced out), wait for all; returns (finished, wall seconds)."""
+        self.max_kv_bytes = 0
+        self.peak_rss = process_rss_bytes()
+        t0 = time.perf_counter()
+        ids = []
+        for r in requests:
+            ids.append(self.engine.submit(r))
+        finished: dict[str, ev.RequestFinished] = {}
+        while len(finished) < len(ids):
+            event = self.engine.events.get(timeout=600)
+            if isinstance(event, ev.RequestFinished):
+                finished[event.request_id] = event
+            elif isinstance(event, ev.StepCompleted):
+                self.max_kv_bytes = max(self.max_kv_bytes, event.stats.kv_cache_bytes)
+                self.peak_rss = max(self.peak_rss, event.stats.rss_bytes)
+        wall = time.perf_counter() - t0
+        return {rid: finished[rid] for rid in ids}, wall
+
+    def close(self) -> None:
+        self.engine.shutdown(5.0)
+        while True:
+            try:
+                self.engine.events.get_nowait()
+            except queue.Empty:
+                break
+
+
+def engine_result(name: str, config: EngineConfig, session: EngineSession,
+                  finished: dict[str, ev.RequestFinished], wall_s: float) -> RunResult:
+    fins = list(finished.values())
+    tokens = sum(f.stats.completion_tokens for f in fins)
+    itl = [x for f in fins for x in f.stats.itl_s]
+    ttfts = [f.stats.ttft_s for f in fins if f.stats.ttft_s is not None]
+    errors = [f.error for f in fins if f.reason is ev.FinishReason.ERROR]
+    if errors:
+        raise RuntimeError(f"{name}: {errors[0]}")
+    acc = None
+    spec = None
+    for f in fins:
+        spec = f.stats.spec if spec is None else spec.merged(f.stats.spec)
+    if spec is not None:
+        acc = spec.acceptance_rate
+    res = RunResult(
+        name=name,
+        config=config.to_dict(),
+        tokens_per_s=tokens / wall_s if wall_s > 0 else None,
+        ttft_s=sum(ttfts) / len(ttfts) if ttfts else None,
+        itl_p50_s=percentile(itl, 50),
+        itl_p95_s=percentile(itl, 95),
+        peak_rss_bytes=session.peak_rss,
+        weights_bytes=session.info.weights_bytes,
+        kv_cache_bytes=session.max_kv_bytes,
+        completion_tokens=tokens,
+        wall_s=wall_s,
+        outputs=[list(f.token_ids) for f in fins],
+    )
+    if acc is not None:
+        res.extra["acceptance_rate"] = acc
+        res.extra["mean_tokens_per_verify"] = spec.mean_tokens_per_verify
+    return res
+
+
+def greedy_requests(prompt_ids: list[list[int]], lengths: list[int]) -> list[GenerateRequest]:
+    return [GenerateRequest(prompt_token_ids=tuple(p), sampling=SamplingParams(max_new_tokens=n, ignore_eos=True))
+            for p, n in zip(prompt_ids, lengths)]
+
+
+def hf_generate(model, prompt_ids: list[list[int]], lengths: list[int], pad_id: int,
+                assistant_model=None, num_assistant_tokens: int | None = None) -> tuple[list[list[int]], float]:
+    """transformers generate(), greedy, one padded batch (left padding); returns (outputs, seconds)."""
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompt_ids):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    device = next(model.parameters()).device
+    n = max(lengths)
+    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad_id, eos_token_id=None)
+    if assistant_model is not None:
+        kwargs["assistant_model"] = assistant_model
+        if num_assistant_tokens is not None:
+            assistant_model.generation_config.num_assistant_tokens = num_assistant_tokens
+            assistant_model.generation_config.num_assistant_tokens_schedule = "constant"
+            assistant_model.generation_config.assistant_confidence_threshold = 0.0
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), **kwargs)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    return [out[i, width: width + lengths[i]].tolist() for i in range(len(prompt_ids))], wall
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_result(name: str, outputs: list[list[int]], wall_s: float, weights: int, lengths: list[int]) -> RunResult:
+    useful = sum(lengths)
+    return RunResult(name=name, config={"peer": "transformers.generate", "batch": len(lengths)},
+                     tokens_per_s=useful / wall_s, completion_tokens=useful, wall_s=wall_s,
+                     weights_bytes=weights, peak_rss_bytes=process_rss_bytes(), outputs=outputs)
+
+
+def sequential_config() -> EngineConfig:
+    return EngineConfig(batching=BatchingConfig(enabled=False))
+
+
+def continuous_config(n: int = 8) -> EngineConfig:
+    return EngineConfig(batching=BatchingConfig(enabled=True, max_batch_size=n))
+
+
+def kv_configs() -> dict[str, EngineConfig]:
+    return {"kv-off": sequential_config().with_(kv_cache=KVCacheMode.OFF), "kv-on": sequential_config()}

@@ -1,0 +1,444 @@
+"""Engine state and the step function, run only on the engine thread (see engine.engine)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from engine import events as ev
+from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, Quantisation
+from engine.events import EngineState, FinishReason, TokenOrigin, now_s
+from engine.kv import PrefixCache
+from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
+from engine.models import LoadedModel, ModelLoadError, load_model
+from engine.prompts import encode_request
+from engine.runner import ModelRunner, RowInput
+from engine.sampling import make_generator, sample
+from engine.scheduler import PlanEntry, Scheduler, Sequence
+from engine.stopping import TextStream, finish_reason
+
+COMPACT_HOLE_FRACTION = 0.5
+COMPACT_MIN_WIDTH = 64
+
+
+@dataclass
+class ReqState:
+    """Engine-side bookkeeping of one request (lives in Sequence.state['r'])."""
+
+    request: GenerateRequest
+    submitted_s: float
+    stream: TextStream
+    generator: torch.Generator
+    eos_ids: set[int]
+    cached_prompt_tokens: int = 0
+    emission_times: list[float] = field(default_factory=list)
+    emission_counts: list[int] = field(default_factory=list)
+    origins: list[TokenOrigin] = field(default_factory=list)
+    prefill_time_s: float = 0.0
+    spec: SpecStats = field(default_factory=SpecStats)
+    stash: object = None  # RowKV kept while preempted / found in the prefix cache
+
+
+class EngineCore:
+    def __init__(self, emit: Callable[[ev.EngineEvent], None], config: EngineConfig,
+                 initial_model: ModelSpec | None) -> None:
+        self.emit = emit
+        self.config = config
+        self.initial_model = initial_model
+        self.loaded: LoadedModel | None = None
+        self.runner: ModelRunner | None = None
+        self.scheduler = Scheduler(config.batching, chunked_prefill=config.kv_cache is not KVCacheMode.OFF)
+        self.prefix_cache = PrefixCache(config.prefix_cache_max_bytes)
+        self.rate = SlidingRate(5.0)
+        self.stop_requested = False
+        self.spec = None  # engine.spec.SpecDecoder when speculative decoding is on
+        self._seqs: dict[str, Sequence] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self) -> None:
+        self.emit(ev.StateChanged(EngineState.IDLE, "started"))
+        if self.initial_model is not None:
+            self.load(self.initial_model)
+
+    def has_work(self) -> bool:
+        return self.loaded is not None and self.scheduler.has_work()
+
+    def load(self, spec: ModelSpec) -> None:
+        """Load a model; on failure keep the previous one and say why."""
+        self.emit(ev.StateChanged(EngineState.LOADING, spec.name_or_path))
+
+        def progress(fraction: float, message: str) -> None:
+            self.emit(ev.LoadProgress(what="model", fraction=fraction, message=message))
+
+        try:
+            loaded = load_model(spec, self.config.quantisation, progress)
+        except (ModelLoadError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old model
+            message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            self.emit(ev.EngineErrorEvent(message=message, where="load"))
+            self.emit(ev.StateChanged(EngineState.IDLE if self.loaded else EngineState.IDLE, "load failed"))
+            return
+        # A different model means different token ids: requests in flight cannot continue.
+        self.cancel_all("model changed")
+        self._install(loaded)
+        self.emit(ev.LoadProgress(what="model", fraction=1.0, message="loaded"))
+        self.emit(ev.ModelLoaded(info=loaded.info))
+        self.emit(ev.StateChanged(EngineState.IDLE, "model loaded"))
+
+    def _install(self, loaded: LoadedModel) -> None:
+        old = self.loaded
+        self.loaded = loaded
+        self.runner = ModelRunner(loaded.model, loaded.device, loaded.tokenizer.pad_token_id)
+        self.prefix_cache.clear()
+        self.scheduler.reset_computed()
+        for seq in self._seqs.values():
+            seq.state["r"].stash = None
+        del old
+        _free_memory()
+
+    # ------------------------------------------------------------------ commands
+    def add_request(self, request: GenerateRequest, submitted_s: float) -> None:
+        rid = request.request_id
+        if self.loaded is None:
+            self._finish_unstarted(request, submitted_s, "no model is loaded")
+            return
+        tok = self.loaded.tokenizer
+        try:
+            prompt_ids = encode_request(request, tok)
+        except (ValueError, TypeError, KeyError) as exc:
+            self._finish_unstarted(request, submitted_s, f"could not build the prompt: {exc}")
+            return
+        max_ctx = self._max_context()
+        if max_ctx and len(prompt_ids) >= max_ctx:
+            self._finish_unstarted(request, submitted_s,
+                                   f"prompt is {len(prompt_ids)} tokens; the model's context is {max_ctx}")
+            return
+        eos = tok.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        gen_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        state = ReqState(
+            request=request,
+            submitted_s=submitted_s,
+            stream=TextStream(tok, stop=tuple(request.sampling.stop)),
+            generator=make_generator(request.sampling.seed, self.loaded.device),
+            eos_ids=eos_ids,
+        )
+        seq = Sequence(request_id=rid, prompt_ids=list(prompt_ids), state={"r": state})
+        self._seqs[rid] = seq
+        self.scheduler.add(seq)
+        self.emit(ev.RequestQueued(request_id=rid, prompt_tokens=len(prompt_ids), tag=request.tag))
+
+    def _finish_unstarted(self, request: GenerateRequest, submitted_s: float, error: str) -> None:
+        t = now_s()
+        stats = request_stats(prompt_tokens=0, cached_prompt_tokens=0, submitted_s=submitted_s,
+                              emission_times_s=[], emission_counts=[], finished_s=t,
+                              prefill_time_s=None, spec=SpecStats())
+        self.emit(ev.RequestFinished(request_id=request.request_id, reason=FinishReason.ERROR, text="",
+                                     token_ids=(), stats=stats, config_label=self.config.describe(),
+                                     error=error, tag=request.tag))
+
+    def abort(self, request_id: str) -> None:
+        if request_id in self._seqs:
+            self._finish(self._seqs[request_id], FinishReason.CANCELLED)
+
+    def apply_config(self, new: EngineConfig) -> None:
+        old = self.config
+        if new == old:
+            self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=()))
+            return
+        changes = describe_changes(old, new)
+        if new.quantisation is not old.quantisation and self.loaded is not None:
+            self._requantise(new)
+        self.config = new
+        self.scheduler.config = new.batching
+        self.scheduler.chunked_prefill = new.kv_cache is not KVCacheMode.OFF
+        self.prefix_cache.set_max_bytes(new.prefix_cache_max_bytes)
+        if new.kv_cache is KVCacheMode.OFF and old.kv_cache is not KVCacheMode.OFF:
+            self._drop_cache()
+        if new.kv_cache is not KVCacheMode.PREFIX:
+            self.prefix_cache.clear()
+        self._apply_speculative(old, new)
+        self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=changes))
+
+    def _requantise(self, new: EngineConfig) -> None:
+        """Load the weights at the new level; requests in flight pause and re-prefill after."""
+        spec = self.loaded.spec
+        self.emit(ev.StateChanged(EngineState.LOADING, f"quantising to {new.quantisation.value}"))
+
+        def progress(fraction: float, message: str) -> None:
+            self.emit(ev.LoadProgress(what="quantise", fraction=fraction, message=message))
+
+        # free the old weights first so peak memory stays near one copy
+        self._drop_cache()
+        self.runner = None
+        old_loaded, self.loaded = self.loaded, None
+        old_model = old_loaded.model
+        old_loaded.model = None
+        del old_model
+        _free_memory()
+        try:
+            loaded = load_model(spec, new.quantisation, progress)
+        except Exception:
+            # put the previous level back so the engine keeps serving, then report
+            loaded = load_model(spec, old_loaded.quantisation, progress)
+            self._install(loaded)
+            self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
+            raise
+        self._install(loaded)
+        self.emit(ev.ModelLoaded(info=loaded.info))
+        if loaded.skipped_modules:
+            self.emit(ev.EngineErrorEvent(
+                message=f"{new.quantisation.value}: kept {len(loaded.skipped_modules)} layers in full precision "
+                        f"(input size not a multiple of 64): {', '.join(loaded.skipped_modules[:4])}"
+                        + ("…" if len(loaded.skipped_modules) > 4 else ""),
+                where="config"))
+        self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
+
+    def _apply_speculative(self, old: EngineConfig, new: EngineConfig) -> None:
+        from engine.spec.decoder import configure_spec
+
+        self.spec = configure_spec(self, old, new)
+
+    def _drop_cache(self) -> None:
+        if self.runner is not None:
+            self.runner.kv.clear()
+        self.scheduler.reset_computed()
+        for seq in self._seqs.values():
+            seq.state["r"].stash = None
+        if self.spec is not None:
+            self.spec.reset()
+
+    def cancel_all(self, why: str = "") -> None:
+        for seq in list(self._seqs.values()):
+            self._finish(seq, FinishReason.CANCELLED, error=why or None)
+
+    def fail_all(self, message: str, details: str = "") -> None:
+        """An exception escaped a step: end every request with an error and drop the cache."""
+        self.emit(ev.EngineErrorEvent(message=message, where="engine"))
+        for seq in list(self._seqs.values()):
+            self._finish(seq, FinishReason.ERROR, error=message)
+        if self.runner is not None:
+            self.runner.kv.clear()
+
+    # ------------------------------------------------------------------ the step
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        kv_on = self.config.kv_cache is not KVCacheMode.OFF
+        if kv_on and self.config.kv_cache is KVCacheMode.PREFIX:
+            self._lookup_prefixes()
+        plan = self.scheduler.schedule()
+        for seq in plan.preempted:
+            self._stash(seq)
+        if not plan:
+            return
+        drafts = self.spec.propose(plan, kv_on) if self.spec is not None else {}
+        rows = []
+        for entry in plan.entries:
+            seq = entry.seq
+            draft = drafts.get(seq.request_id, [])
+            if kv_on:
+                new = seq.token_ids[seq.num_computed_tokens: seq.num_computed_tokens + entry.num_new_tokens]
+            else:
+                new = seq.token_ids
+            n_logits = (1 + len(draft)) if entry.completes else 0
+            rows.append(RowInput(seq.request_id, list(new) + list(draft), n_logits))
+        t_fwd = time.perf_counter()
+        if kv_on:
+            self._ensure_rows(plan)
+            logits = self.runner.step_cached(rows)
+        else:
+            logits = self.runner.step_uncached(rows)
+        forward_s = time.perf_counter() - t_fwd
+        self.scheduler.update(plan)
+        if not kv_on:
+            self.scheduler.reset_computed()
+        t_emit = now_s()
+        committed = 0
+        prefill_tokens = 0
+        step_spec = SpecStats()
+        for entry in plan.entries:
+            seq = entry.seq
+            st: ReqState = seq.state["r"]
+            prompt_part = max(0, min(len(seq.prompt_ids), seq.num_computed_tokens) -
+                              (seq.num_computed_tokens - entry.num_new_tokens)) if kv_on else 0
+            if prompt_part > 0:
+                prefill_tokens += prompt_part
+                st.prefill_time_s += forward_s
+            if not entry.completes:
+                continue
+            draft = drafts.get(seq.request_id, [])
+            row_logits = logits[seq.request_id]  # [1 + len(draft), vocab]
+            if draft:
+                new_ids, origins, spec_stats = self.spec.verify(seq, draft, row_logits, st)
+                st.spec = st.spec.merged(spec_stats)
+                step_spec = step_spec.merged(spec_stats)
+                rejected = len(draft) - (len(new_ids) - 1)
+                if kv_on:
+                    # the verified draft tokens were computed; the rejected ones become holes
+                    seq.num_computed_tokens += len(draft) - rejected
+                    self.runner.kv.invalidate_tail(seq.request_id, rejected)
+            else:
+                new_ids = [sample(row_logits[-1], st.request.sampling, st.generator)]
+                origins = [TokenOrigin.TARGET]
+            committed += self._append_tokens(seq, new_ids, origins, t_emit)
+        if self.spec is not None:
+            self.spec.after_step(plan)
+        self.rate.add(t_emit, committed)
+        self._maybe_compact()
+        step_s = time.perf_counter() - t0
+        self.emit(ev.StepCompleted(stats=self._step_stats(t_emit, step_s, len(plan.entries), prefill_tokens,
+                                                          committed, step_spec)))
+
+    def _append_tokens(self, seq: Sequence, new_ids: list[int], origins: list[TokenOrigin], t: float) -> int:
+        st: ReqState = seq.state["r"]
+        sampling = st.request.sampling
+        # cut at EOS and at max_new_tokens (speculative steps may overshoot both)
+        room = sampling.max_new_tokens - len(seq.output_ids)
+        new_ids, origins = new_ids[:room], origins[:room]
+        if not sampling.ignore_eos:
+            for i, tok in enumerate(new_ids):
+                if tok in st.eos_ids:
+                    new_ids, origins = new_ids[: i + 1], origins[: i + 1]
+                    break
+        seq.output_ids.extend(new_ids)
+        st.origins.extend(origins)
+        st.emission_times.append(t)
+        st.emission_counts.append(len(new_ids))
+        visible = [x for x in new_ids if x not in st.eos_ids] if not sampling.ignore_eos else new_ids
+        delta, pieces = st.stream.add(visible)
+        self.emit(ev.TokensGenerated(request_id=seq.request_id, text=delta, token_ids=tuple(new_ids),
+                                     origins=tuple(origins), token_texts=pieces, timestamp_s=t))
+        max_ctx = self._max_context()
+        reason = finish_reason(new_ids=new_ids, num_output=len(seq.output_ids),
+                               max_new_tokens=sampling.max_new_tokens, eos_ids=st.eos_ids,
+                               ignore_eos=sampling.ignore_eos, stopped_by_string=st.stream.stopped_by_string,
+                               context_full=bool(max_ctx) and seq.num_tokens >= max_ctx)
+        if reason is not None:
+            self._finish(seq, reason)
+        return len(new_ids)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+        st: ReqState = seq.state["r"]
+        rid = seq.request_id
+        runner = self.runner
+        if runner is not None and rid in runner.kv.row_ids:
+            if (self.config.kv_cache is KVCacheMode.PREFIX and reason is not FinishReason.ERROR
+                    and seq.num_computed_tokens > 0):
+                row = runner.kv.extract(rid)
+                self.prefix_cache.store(tuple(seq.token_ids[: row.num_tokens]), row)
+            runner.kv.remove_rows([rid])
+        if self.spec is not None:
+            self.spec.forget(rid)
+        self.scheduler.remove(rid)
+        self._seqs.pop(rid, None)
+        st.stash = None
+        tail = st.stream.flush()
+        if tail:
+            self.emit(ev.TokensGenerated(request_id=rid, text=tail, token_ids=(), origins=()))
+        stats = request_stats(
+            prompt_tokens=len(seq.prompt_ids),
+            cached_prompt_tokens=st.cached_prompt_tokens,
+            submitted_s=st.submitted_s,
+            emission_times_s=st.emission_times,
+            emission_counts=st.emission_counts,
+            finished_s=now_s(),
+            prefill_time_s=st.prefill_time_s or None,
+            spec=st.spec,
+        )
+        self.emit(ev.RequestFinished(request_id=rid, reason=reason, text=st.stream.text,
+                                     token_ids=tuple(seq.output_ids), stats=stats,
+                                     config_label=self.config.describe(), error=error, tag=st.request.tag))
+
+    # ------------------------------------------------------------------ cache helpers
+    def _lookup_prefixes(self) -> None:
+        limit = self.config.batching.effective_max_batch
+        for seq in list(self.scheduler.waiting)[:limit]:
+            st: ReqState = seq.state["r"]
+            if seq.num_computed_tokens or st.stash is not None or seq.output_ids:
+                continue
+            row = self.prefix_cache.lookup(tuple(seq.prompt_ids), max_tokens=len(seq.prompt_ids) - 1)
+            if row is not None:
+                st.stash = row
+                st.cached_prompt_tokens = row.num_tokens
+                seq.num_computed_tokens = row.num_tokens
+
+    def _stash(self, seq: Sequence) -> None:
+        if self.runner is not None and seq.request_id in self.runner.kv.row_ids:
+            seq.state["r"].stash = self.runner.kv.extract(seq.request_id)
+            self.runner.kv.remove_rows([seq.request_id])
+        if self.spec is not None:
+            self.spec.forget(seq.request_id)
+
+    def _ensure_rows(self, plan) -> None:
+        kv = self.runner.kv
+        missing = [e.seq for e in plan.entries if e.seq.request_id not in kv.row_ids]
+        rows = []
+        for seq in missing:
+            st: ReqState = seq.state["r"]
+            stash = st.stash
+            st.stash = None
+            if stash is None or stash.num_tokens != seq.num_computed_tokens:
+                stash = None
+                # no usable cache: compute from the start (num_new_tokens was planned for that)
+            rows.append(stash)
+        if missing:
+            kv.add_rows([s.request_id for s in missing], rows)
+
+    def _maybe_compact(self) -> None:
+        kv = self.runner.kv if self.runner else None
+        if kv is not None and kv.width >= COMPACT_MIN_WIDTH and kv.hole_fraction() > COMPACT_HOLE_FRACTION:
+            kv.compact()
+
+    def _max_context(self) -> int | None:
+        cfg = self.loaded.model.config if self.loaded else None
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+    def _step_stats(self, t: float, step_s: float, batch: int, prefill: int, committed: int,
+                    spec: SpecStats) -> StepStats:
+        kv_bytes = self.runner.kv.nbytes if self.runner else 0
+        if self.spec is not None:
+            kv_bytes += self.spec.kv_bytes()
+        return StepStats(
+            timestamp_s=t,
+            step_time_s=step_s,
+            batch_size=batch,
+            num_waiting=len(self.scheduler.waiting),
+            num_prefill_tokens=prefill,
+            num_output_tokens=committed,
+            kv_cache_bytes=kv_bytes,
+            prefix_cache_bytes=self.prefix_cache.nbytes,
+            weights_bytes=self.loaded.info.weights_bytes + (self.spec.weights_bytes() if self.spec else 0),
+            rss_bytes=process_rss_bytes(),
+            accelerator_bytes=accelerator_bytes(),
+            tokens_per_s=self.rate.rate(t),
+            spec=spec,
+        )
+
+
+def describe_changes(old: EngineConfig, new: EngineConfig) -> tuple[str, ...]:
+    out = []
+    if old.kv_cache is not new.kv_cache:
+        out.append(f"kv {new.kv_cache.value}")
+    if old.batching != new.batching:
+        out.append(f"batch {new.batching.max_batch_size}" if new.batching.enabled else "batching off")
+    if old.quantisation is not new.quantisation:
+        out.append(new.quantisation.value)
+    if old.speculative != new.speculative:
+        s = new.speculative
+        if s.mode.value == "off":
+            out.append("spec off")
+        else:
+            out.append(f"spec {s.mode.value} " + ("adaptive" if s.adaptive else f"k={s.num_draft_tokens}"))
+    return tuple(out)
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,121 @@
+"""Events the engine thread emits. Frozen dataclasses of plain values: no tensors, no Qt."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from engine.metrics import RequestStats, StepStats
+
+
+def now_s() -> float:
+    return time.monotonic()
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"  # EOS or a stop string
+    LENGTH = "length"  # max_new_tokens
+    CANCELLED = "cancelled"  # abort() or shutdown
+    ERROR = "error"
+
+
+class TokenOrigin(enum.Enum):
+    TARGET = "target"  # produced by the target model's own step
+    DRAFT = "draft"  # proposed by the drafter and accepted by the target
+
+
+class EngineState(enum.Enum):
+    IDLE = "idle"
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    timestamp_s: float = field(default_factory=now_s, kw_only=True)
+
+
+@dataclass(frozen=True)
+class RequestQueued(EngineEvent):
+    request_id: str
+    prompt_tokens: int
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class TokensGenerated(EngineEvent):
+    """New output of one request from one engine step (one or more tokens)."""
+
+    request_id: str
+    text: str  # the new text delta (may be empty while a multi-byte char is incomplete)
+    token_ids: tuple[int, ...]
+    origins: tuple[TokenOrigin, ...]  # one per token id
+    token_texts: tuple[str, ...] = ()  # per-token pieces, for colouring by origin
+
+
+@dataclass(frozen=True)
+class RequestFinished(EngineEvent):
+    """The one terminal event of every request."""
+
+    request_id: str
+    reason: FinishReason
+    text: str  # the whole completion
+    token_ids: tuple[int, ...]
+    stats: RequestStats
+    config_label: str = ""  # EngineConfig.describe() when it finished
+    error: str | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class StepCompleted(EngineEvent):
+    stats: StepStats
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name_or_path: str
+    architecture: str
+    num_params: int
+    dtype: str
+    device: str
+    weights_bytes: int
+    quantisation: str
+    vocab_size: int
+    has_chat_template: bool
+    draft_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadProgress(EngineEvent):
+    what: str  # 'model', 'draft', 'quantise'
+    fraction: float  # 0..1
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelLoaded(EngineEvent):
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class ConfigApplied(EngineEvent):
+    config_dict: dict
+    label: str
+    changes: tuple[str, ...]  # human labels of what changed, e.g. ('kv off',)
+
+
+@dataclass(frozen=True)
+class EngineErrorEvent(EngineEvent):
+    """A failure that did not end a request (a failed load, a refused config)."""
+
+    message: str
+    where: str  # 'load', 'config', 'engine'
+
+
+@dataclass(frozen=True)
+class StateChanged(EngineEvent):
+    state: EngineState
+    detail: str = ""

@@ -1,0 +1,252 @@
+"""KV-cache bookkeeping for a batch of sequences of different lengths.
+
+The batch cache is one [batch, heads, width, head_dim] tensor pair per layer plus a
+validity mask [batch, width]. Rows may hold *holes* (invalid columns): left padding when
+rows of different lengths share a width, padding inside a step's chunk, and rejected
+speculative tokens. Holes are masked out of attention and cost nothing but memory; each
+row's position ids come from its count of valid columns, so holes never shift positions.
+`compact()` squeezes the holes out when they waste too much.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RowKV:
+    """One sequence's cache: per layer (keys, values) of shape [heads, num_tokens, head_dim]."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.layers[0][0].shape[1] if self.layers else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
+
+    def cropped(self, num_tokens: int) -> "RowKV":
+        return RowKV([(k[:, :num_tokens], v[:, :num_tokens]) for k, v in self.layers])
+
+
+class BatchKV:
+    def __init__(self) -> None:
+        self.row_ids: list[str] = []
+        self.keys: list[torch.Tensor] = []  # per layer [B, H, W, D]
+        self.values: list[torch.Tensor] = []
+        self.valid: torch.Tensor | None = None  # [B, W] bool
+
+    # ---- queries
+    @property
+    def width(self) -> int:
+        return 0 if self.valid is None else self.valid.shape[1]
+
+    def row_index(self, row_id: str) -> int:
+        return self.row_ids.index(row_id)
+
+    def num_valid(self) -> list[int]:
+        if self.valid is None:
+            return [0] * len(self.row_ids)
+        return self.valid.sum(dim=1).tolist()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache tensors (holes included: they are allocated memory)."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    # ---- forward plumbing
+    def key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        if not self.keys or self.width == 0:
+            return None
+        return list(zip(self.keys, self.values))
+
+    def absorb(self, layers: list[tuple[torch.Tensor, torch.Tensor]], new_valid: torch.Tensor) -> None:
+        """After a forward: take the grown cache tensors and extend the mask with new_valid [B, T]."""
+        self.keys = [k for k, _ in layers]
+        self.values = [v for _, v in layers]
+        self.valid = new_valid if self.valid is None else torch.cat([self.valid, new_valid], dim=1)
+
+    # ---- row management
+    def add_rows(self, row_ids: list[str], rows: list[RowKV | None], like: "RowKV | None" = None) -> None:
+        """Append rows (None = empty cache), left-padding everything to one width."""
+        if not row_ids:
+            return
+        lengths = [r.num_tokens if r is not None else 0 for r in rows]
+        new_width = max([self.width] + lengths)
+        self._pad_left(new_width)
+        device = self.valid.device if self.valid is not None else None
+        template = next((r for r in rows if r is not None and r.num_tokens), None)
+        if not self.keys and template is None:
+            # nothing cached anywhere yet: rows start empty, tensors appear with the first forward
+            self.row_ids.extend(row_ids)
+            self.valid = torch.zeros(len(self.row_ids), 0, dtype=torch.bool, device=device)
+            return
+        ref_k = self.keys if self.keys else [k.unsqueeze(0) for k, _ in template.layers]
+        ref_v = self.values if self.values else [v.unsqueeze(0) for _, v in template.layers]
+        add_k, add_v, add_valid = [], [], []
+        for row in rows:
+            n = row.num_tokens if row is not None else 0
+            pad = new_width - n
+            ks, vs = [], []
+            for layer, (rk, rv) in enumerate(zip(ref_k, ref_v)):
+                h, d = rk.shape[1], rk.shape[3]
+                zk = rk.new_zeros(1, h, pad, d)
+                zv = rv.new_zeros(1, rv.shape[1], pad, rv.shape[3])
+                if n:
+                    k, v = row.layers[layer]
+                    ks.append(torch.cat([zk, k.unsqueeze(0).to(rk)], dim=2))
+                    vs.append(torch.cat([zv, v.unsqueeze(0).to(rv)], dim=2))
+                else:
+                    ks.append(zk)
+                    vs.append(zv)
+            add_k.append(ks)
+            add_v.append(vs)
+            add_valid.append(torch.cat([torch.zeros(pad, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]))
+        num_layers = len(ref_k)
+        new_k = [torch.cat([r[layer] for r in add_k], dim=0) for layer in range(num_layers)]
+        new_v = [torch.cat([r[layer] for r in add_v], dim=0) for layer in range(num_layers)]
+        valid = torch.stack(add_valid).to(ref_k[0].device)
+        if self.keys:
+            self.keys = [torch.cat([a, b], dim=0) for a, b in zip(self.keys, new_k)]
+            self.values = [torch.cat([a, b], dim=0) for a, b in zip(self.values, new_v)]
+            self.valid = torch.cat([self.valid, valid], dim=0)
+        else:
+            self.keys, self.values = new_k, new_v
+            self.valid = valid if self.valid is None or self.valid.shape[0] == 0 else torch.cat([self.valid, valid])
+        self.row_ids.extend(row_ids)
+
+    def _pad_left(self, new_width: int) -> None:
+        pad = new_width - self.width
+        if pad <= 0 or not self.keys:
+            return
+        self.keys = [torch.cat([k.new_zeros(k.shape[0], k.shape[1], pad, k.shape[3]), k], dim=2) for k in self.keys]
+        self.values = [torch.cat([v.new_zeros(v.shape[0], v.shape[1], pad, v.shape[3]), v], dim=2) for v in self.values]
+        self.valid = torch.cat([self.valid.new_zeros(self.valid.shape[0], pad), self.valid], dim=1)
+
+    def extract(self, row_id: str) -> RowKV:
+        """The row's valid columns, in order, as a standalone RowKV."""
+        b = self.row_index(row_id)
+        if not self.keys:
+            return RowKV([])
+        idx = self.valid[b].nonzero().squeeze(1)
+        return RowKV([(k[b, :, idx].clone(), v[b, :, idx].clone()) for k, v in zip(self.keys, self.values)])
+
+    def remove_rows(self, row_ids: list[str]) -> None:
+        drop = [i for i, r in enumerate(self.row_ids) if r in set(row_ids)]
+        if not drop:
+            return
+        keep = [i for i in range(len(self.row_ids)) if i not in set(drop)]
+        self.row_ids = [self.row_ids[i] for i in keep]
+        if not keep:
+            self.clear()
+            return
+        index = torch.tensor(keep, device=self.valid.device)
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+        self.valid = self.valid.index_select(0, index)
+        self._trim_leading_holes()
+
+    def invalidate_tail(self, row_id: str, num_tokens: int) -> None:
+        """Turn the row's last num_tokens valid columns into holes (rejected draft tokens)."""
+        if num_tokens <= 0:
+            return
+        b = self.row_index(row_id)
+        idx = self.valid[b].nonzero().squeeze(1)
+        self.valid[b, idx[-num_tokens:]] = False
+
+    def clear(self) -> None:
+        self.row_ids = []
+        self.keys, self.values, self.valid = [], [], None
+
+    # ---- hole management
+    def hole_fraction(self) -> float:
+        if self.valid is None or self.valid.numel() == 0:
+            return 0.0
+        return 1.0 - float(self.valid.float().mean())
+
+    def _trim_leading_holes(self) -> None:
+        if self.valid is None or self.valid.numel() == 0:
+            return
+        any_valid = self.valid.any(dim=0)
+        if not bool(any_valid.any()):
+            return
+        first = int(any_valid.nonzero()[0])
+        if first:
+            self.keys = [k[:, :, first:] for k in self.keys]
+            self.values = [v[:, :, first:] for v in self.values]
+            self.valid = self.valid[:, first:]
+
+    def compact(self) -> None:
+        """Rebuild rows from their valid columns only (left-padded to the longest row)."""
+        if not self.keys:
+            return
+        ids = list(self.row_ids)
+        rows = [self.extract(r) for r in ids]
+        self.clear()
+        self.add_rows(ids, rows)
+
+
+class PrefixCache:
+    """Finished sequences' KV rows, keyed by their token ids; LRU-evicted under a byte bound."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: collections.OrderedDict[tuple[int, ...], RowKV] = collections.OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def store(self, token_ids: tuple[int, ...], row: RowKV) -> None:
+        if row.num_tokens == 0 or row.num_tokens != len(token_ids) or row.nbytes > self.max_bytes:
+            return
+        # an entry that is a prefix of the new one adds nothing
+        for key in [k for k in self._entries if len(k) <= len(token_ids) and token_ids[: len(k)] == k]:
+            del self._entries[key]
+        self._entries[token_ids] = row
+        self._entries.move_to_end(token_ids)
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._entries and self.nbytes > self.max_bytes:
+            self._entries.popitem(last=False)
+
+    def set_max_bytes(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._evict()
+
+    def lookup(self, token_ids: tuple[int, ...], max_tokens: int) -> RowKV | None:
+        """The longest cached prefix of token_ids (at most max_tokens), or None."""
+        best_key, best_len = None, 0
+        for key in self._entries:
+            n = _common_prefix(key, token_ids)
+            if n > best_len:
+                best_key, best_len = key, n
+        best_len = min(best_len, max_tokens)
+        if best_key is None or best_len == 0:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(best_key)
+        return self._entries[best_key].cropped(best_len)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

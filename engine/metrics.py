@@ -1,0 +1,190 @@
+"""Metric records (plain dataclasses) and the pure functions that compute them.
+
+Definitions follow the serving world: TTFT is submit -> first output token (queue wait
+included); ITL the gaps between a request's successive token emissions; TPOT is
+(e2e - TTFT) / (tokens - 1); tokens/s counts committed output tokens per wall second.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass(frozen=True)
+class SpecStats:
+    num_drafts: int = 0  # verify steps that had a draft
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_position: tuple[int, ...] = ()  # how often position i of a draft was accepted
+    drafted_per_position: tuple[int, ...] = ()
+    draft_time_s: float = 0.0
+    verify_time_s: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        if self.num_draft_tokens == 0:
+            return None
+        return self.num_accepted_tokens / self.num_draft_tokens
+
+    @property
+    def mean_tokens_per_verify(self) -> float | None:
+        """Tokens committed per verify step: accepted drafts plus the target's own token."""
+        if self.num_drafts == 0:
+            return None
+        return (self.num_accepted_tokens + self.num_drafts) / self.num_drafts
+
+    def merged(self, other: "SpecStats") -> "SpecStats":
+        n = max(len(self.accepted_per_position), len(other.accepted_per_position))
+
+        def add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+            a = a + (0,) * (n - len(a))
+            b = b + (0,) * (n - len(b))
+            return tuple(x + y for x, y in zip(a, b))
+
+        return SpecStats(
+            num_drafts=self.num_drafts + other.num_drafts,
+            num_draft_tokens=self.num_draft_tokens + other.num_draft_tokens,
+            num_accepted_tokens=self.num_accepted_tokens + other.num_accepted_tokens,
+            accepted_per_position=add(self.accepted_per_position, other.accepted_per_position),
+            drafted_per_position=add(self.drafted_per_position, other.drafted_per_position),
+            draft_time_s=self.draft_time_s + other.draft_time_s,
+            verify_time_s=self.verify_time_s + other.verify_time_s,
+        )
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int  # prompt tokens served from the prefix cache
+    submitted_s: float
+    first_token_s: float | None
+    finished_s: float
+    ttft_s: float | None
+    e2e_s: float
+    tpot_s: float | None
+    itl_s: tuple[float, ...]
+    tokens_per_s: float | None  # completion tokens / (finished - first token)... see request_stats()
+    prefill_tokens_per_s: float | None
+    spec: SpecStats = field(default_factory=SpecStats)
+
+
+def percentile(values: list[float] | tuple[float, ...], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100), like numpy's default."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def request_stats(
+    *,
+    prompt_tokens: int,
+    cached_prompt_tokens: int,
+    submitted_s: float,
+    emission_times_s: list[float],
+    emission_counts: list[int],
+    finished_s: float,
+    prefill_time_s: float | None,
+    spec: SpecStats,
+) -> RequestStats:
+    """Derive a request's figures from its emission timeline.
+
+    emission_times_s[i] is when the engine emitted emission_counts[i] tokens (speculative steps
+    emit several at once).
+    """
+    completion = sum(emission_counts)
+    first = emission_times_s[0] if emission_times_s else None
+    ttft = None if first is None else first - submitted_s
+    e2e = finished_s - submitted_s
+    itl = tuple(b - a for a, b in zip(emission_times_s, emission_times_s[1:]))
+    tpot = None
+    if ttft is not None and completion > 1:
+        tpot = (e2e - ttft) / (completion - 1)
+    tps = completion / e2e if e2e > 0 and completion else None
+    prefill_tps = None
+    if prefill_time_s and prefill_time_s > 0:
+        prefill_tps = (prompt_tokens - cached_prompt_tokens) / prefill_time_s
+    return RequestStats(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached_prompt_tokens,
+        submitted_s=submitted_s,
+        first_token_s=first,
+        finished_s=finished_s,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        tpot_s=tpot,
+        itl_s=itl,
+        tokens_per_s=tps,
+        prefill_tokens_per_s=prefill_tps,
+        spec=spec,
+    )
+
+
+@dataclass(frozen=True)
+class StepStats:
+    timestamp_s: float
+    step_time_s: float
+    batch_size: int  # sequences computed this step
+    num_waiting: int
+    num_prefill_tokens: int  # prompt tokens computed this step
+    num_output_tokens: int  # tokens committed this step (all rows)
+    kv_cache_bytes: int  # bytes held by running sequences' cache tensors
+    prefix_cache_bytes: int
+    weights_bytes: int
+    rss_bytes: int
+    accelerator_bytes: int | None
+    tokens_per_s: float  # engine-wide, sliding window
+    spec: SpecStats = field(default_factory=SpecStats)
+
+
+class SlidingRate:
+    """Events per second over a sliding wall-clock window."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._events: collections.deque[tuple[float, int]] = collections.deque()
+        self._total = 0
+
+    def add(self, t: float, count: int) -> None:
+        self._events.append((t, count))
+        self._total += count
+        self._trim(t)
+
+    def _trim(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self.window_s:
+            _, c = self._events.popleft()
+            self._total -= c
+
+    def rate(self, now: float) -> float:
+        self._trim(now)
+        if not self._events:
+            return 0.0
+        span = max(now - self._events[0][0], 1e-3)
+        # with a single burst the span is tiny; bound it below by the window's fill time
+        return self._total / max(span, min(self.window_s, 0.25))
+
+
+_PROCESS = psutil.Process(os.getpid())
+
+
+def process_rss_bytes() -> int:
+    return _PROCESS.memory_info().rss
+
+
+def accelerator_bytes() -> int | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.memory_allocated())
+    return None

@@ -1,0 +1,128 @@
+"""One forward step over a batch of rows of different lengths, with or without a KV cache."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from engine.kv import BatchKV
+
+
+@dataclass(frozen=True)
+class RowInput:
+    row_id: str
+    token_ids: list[int]  # the tokens to compute this step (all of them when uncached)
+    num_logits: int  # logits wanted for the last num_logits of those tokens (0 = none)
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_token_id: int) -> None:
+        self.model = model
+        self.device = device
+        self.pad_token_id = pad_token_id
+        self.kv = BatchKV()
+        self._cache_kw = _cache_argument(model)
+        from transformers import DynamicCache
+
+        self._cache_cls = DynamicCache
+
+    @torch.inference_mode()
+    def step_cached(self, rows: list[RowInput]) -> dict[str, torch.Tensor]:
+        """Compute each row's new tokens on top of its cached ones.
+
+        Every row of the batch cache takes part; rows absent from `rows` compute nothing
+        (their step columns become holes). Returns logits [num_logits, vocab] per row that asked.
+        """
+        by_id = {r.row_id: r for r in rows}
+        missing = [r.row_id for r in rows if r.row_id not in self.kv.row_ids]
+        if missing:
+            raise KeyError(f"rows without a cache slot: {missing}")
+        order = self.kv.row_ids
+        t = max((len(by_id[r].token_ids) for r in order if r in by_id), default=0)
+        if t == 0:
+            return {}
+        b = len(order)
+        input_ids = torch.full((b, t), self.pad_token_id, dtype=torch.long)
+        new_valid = torch.zeros((b, t), dtype=torch.bool)
+        positions = torch.zeros((b, t), dtype=torch.long)
+        num_valid = self.kv.num_valid()
+        for i, row_id in enumerate(order):
+            row = by_id.get(row_id)
+            if row is None or not row.token_ids:
+                continue
+            m = len(row.token_ids)
+            # right-aligned: the row's last token sits in the last column, so logits line up
+            input_ids[i, t - m:] = torch.tensor(row.token_ids, dtype=torch.long)
+            new_valid[i, t - m:] = True
+            positions[i, t - m:] = torch.arange(num_valid[i], num_valid[i] + m)
+        past = self.kv.key_values()
+        old_valid = self.kv.valid if self.kv.valid is not None else torch.zeros((b, 0), dtype=torch.bool)
+        attention_mask = torch.cat([old_valid.cpu(), new_valid], dim=1).long()
+        cache = self._wrap_cache(past)
+        want = max((r.num_logits for r in rows), default=0)
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            logits_to_keep=max(want, 1),
+            **{self._cache_kw: cache},
+        )
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.kv.absorb(layers, new_valid.to(layers[0][0].device))
+        logits = out.logits  # [batch, max(want,1), vocab]
+        result: dict[str, torch.Tensor] = {}
+        for i, row_id in enumerate(order):
+            row = by_id.get(row_id)
+            if row is not None and row.num_logits:
+                result[row_id] = logits[i, logits.shape[1] - row.num_logits:].float()
+        return result
+
+    def _wrap_cache(self, past: list[tuple[torch.Tensor, torch.Tensor]] | None):
+        """A DynamicCache around our tensors without copying them (the forward appends once)."""
+        from transformers.cache_utils import DynamicLayer
+
+        cache = self._cache_cls()
+        for k, v in past or []:
+            layer = DynamicLayer()
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+            cache.layers.append(layer)
+        return cache
+
+    @torch.inference_mode()
+    def step_uncached(self, rows: list[RowInput]) -> dict[str, torch.Tensor]:
+        """Recompute every row's whole sequence (KV cache off). Left-padded batch."""
+        if not rows:
+            return {}
+        t = max(len(r.token_ids) for r in rows)
+        b = len(rows)
+        input_ids = torch.full((b, t), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((b, t), dtype=torch.long)
+        positions = torch.zeros((b, t), dtype=torch.long)
+        for i, row in enumerate(rows):
+            m = len(row.token_ids)
+            input_ids[i, t - m:] = torch.tensor(row.token_ids, dtype=torch.long)
+            mask[i, t - m:] = 1
+            positions[i, t - m:] = torch.arange(m)
+        want = max((r.num_logits for r in rows), default=1)
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=False,
+            logits_to_keep=max(want, 1),
+        )
+        logits = out.logits
+        return {
+            row.row_id: logits[i, logits.shape[1] - row.num_logits:].float()
+            for i, row in enumerate(rows)
+            if row.num_logits
+        }

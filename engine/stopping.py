@@ -1,0 +1,83 @@
+"""Incremental detokenisation and stop conditions (EOS, stop strings, max tokens)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.events import FinishReason
+
+
+@dataclass
+class TextStream:
+    """Turns a growing list of output token ids into streamed text deltas.
+
+    Text that could still become a stop string is held back until it cannot, so a
+    consumer never sees a stop string's first characters and then has them retracted.
+    """
+
+    tokenizer: object
+    stop: tuple[str, ...] = ()
+    text: str = ""  # decoded text of all output tokens so far (stop string cut off when hit)
+    emitted: int = 0  # characters of `text` already handed out
+    stopped_by_string: bool = False
+    _ids: list[int] = field(default_factory=list)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def add(self, new_ids: list[int]) -> tuple[str, tuple[str, ...]]:
+        """Append tokens; return (text delta safe to show, per-token text pieces)."""
+        pieces = []
+        prev = self.text
+        for tok in new_ids:
+            self._ids.append(tok)
+            full = self.decode(self._ids)
+            # a trailing U+FFFD means a multi-byte character is not complete yet
+            stable = full.rstrip("\ufffd") if full.endswith("\ufffd") else full
+            pieces.append(stable[len(prev):] if stable.startswith(prev) else stable)
+            prev = stable if stable.startswith(prev) else prev
+        self.text = prev
+        for s in self.stop:
+            cut = self.text.find(s)
+            if cut != -1:
+                self.text = self.text[:cut]
+                self.stopped_by_string = True
+        safe_end = len(self.text) if self.stopped_by_string else len(self.text) - self._held_back()
+        safe_end = max(safe_end, self.emitted)
+        delta = self.text[self.emitted:safe_end]
+        self.emitted = safe_end
+        return delta, tuple(pieces)
+
+    def _held_back(self) -> int:
+        """Length of the longest suffix of text that is a proper prefix of a stop string."""
+        best = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:n]):
+                    best = max(best, n)
+                    break
+        return best
+
+    def flush(self) -> str:
+        delta = self.text[self.emitted:]
+        self.emitted = len(self.text)
+        return delta
+
+
+def finish_reason(
+    *,
+    new_ids: list[int],
+    num_output: int,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    ignore_eos: bool,
+    stopped_by_string: bool,
+    context_full: bool,
+) -> FinishReason | None:
+    if not ignore_eos and any(t in eos_ids for t in new_ids):
+        return FinishReason.STOP
+    if stopped_by_string:
+        return FinishReason.STOP
+    if num_output >= max_new_tokens or context_full:
+        return FinishReason.LENGTH
+    return None

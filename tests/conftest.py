@@ -1,0 +1,34 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    from tests.helpers.tiny_models import build_llama
+
+    return build_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    from tests.helpers.tiny_models import build_gpt2
+
+    return build_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_dirs(tmp_path_factory):
+    """A target and a smaller draft sharing one tokenizer (for speculative decoding)."""
+    from tests.helpers.tiny_models import build_llama, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny-pair")
+    tok = train_tokenizer(root / "tok")
+    target = build_llama(root / "target", seed=0, layers=3, hidden=64, vocab_tok=tok)
+    draft = build_llama(root / "draft", seed=5, layers=1, hidden=64, vocab_tok=tok)
+    return target, draft

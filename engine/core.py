@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from engine import events as ev
-from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, Quantisation
+from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SpeculativeMode
 from engine.events import EngineState, FinishReason, TokenOrigin, now_s
 from engine.kv import PrefixCache
 from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
@@ -17,7 +17,8 @@ from engine.models import LoadedModel, ModelLoadError, load_model
 from engine.prompts import encode_request
 from engine.runner import ModelRunner, RowInput
 from engine.sampling import make_generator, sample
-from engine.scheduler import PlanEntry, Scheduler, Sequence
+from engine.scheduler import Scheduler, Sequence
+from engine.spec.decoder import configure_spec
 from engine.stopping import TextStream, finish_reason
 
 COMPACT_HOLE_FRACTION = 0.5
@@ -85,6 +86,14 @@ class EngineCore:
         self._install(loaded)
         self.emit(ev.LoadProgress(what="model", fraction=1.0, message="loaded"))
         self.emit(ev.ModelLoaded(info=loaded.info))
+        # a new target needs its drafter checked again (tokenizer, device)
+        self.spec = None
+        if self.config.speculative.mode is not SpeculativeMode.OFF:
+            try:
+                self.spec = configure_spec(self, EngineConfig(), self.config)
+            except Exception as exc:  # noqa: BLE001 - a bad draft must not take the target down
+                self.config = self.config.with_(speculative=EngineConfig().speculative)
+                self.emit(ev.EngineErrorEvent(message=f"speculative decoding turned off: {exc}", where="config"))
         self.emit(ev.StateChanged(EngineState.IDLE, "model loaded"))
 
     def _install(self, loaded: LoadedModel) -> None:
@@ -153,6 +162,12 @@ class EngineCore:
         changes = describe_changes(old, new)
         if new.quantisation is not old.quantisation and self.loaded is not None:
             self._requantise(new)
+        try:
+            self._apply_speculative(self.config, new)
+        except Exception:
+            # keep what did apply (a new quantisation level) and the old speculative setting
+            self.config = new.with_(speculative=old.speculative)
+            raise
         self.config = new
         self.scheduler.config = new.batching
         self.scheduler.chunked_prefill = new.kv_cache is not KVCacheMode.OFF
@@ -161,7 +176,6 @@ class EngineCore:
             self._drop_cache()
         if new.kv_cache is not KVCacheMode.PREFIX:
             self.prefix_cache.clear()
-        self._apply_speculative(old, new)
         self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=changes))
 
     def _requantise(self, new: EngineConfig) -> None:
@@ -199,8 +213,6 @@ class EngineCore:
         self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
 
     def _apply_speculative(self, old: EngineConfig, new: EngineConfig) -> None:
-        from engine.spec.decoder import configure_spec
-
         self.spec = configure_spec(self, old, new)
 
     def _drop_cache(self) -> None:
@@ -235,7 +247,7 @@ class EngineCore:
             self._stash(seq)
         if not plan:
             return
-        drafts = self.spec.propose(plan, kv_on) if self.spec is not None else {}
+        drafts = self.spec.propose(plan, kv_on, self._draft_room) if self.spec is not None else {}
         rows = []
         for entry in plan.entries:
             seq = entry.seq
@@ -286,12 +298,20 @@ class EngineCore:
                 origins = [TokenOrigin.TARGET]
             committed += self._append_tokens(seq, new_ids, origins, t_emit)
         if self.spec is not None:
-            self.spec.after_step(plan)
+            self.spec.after_step(forward_s)
         self.rate.add(t_emit, committed)
         self._maybe_compact()
         step_s = time.perf_counter() - t0
         self.emit(ev.StepCompleted(stats=self._step_stats(t_emit, step_s, len(plan.entries), prefill_tokens,
                                                           committed, step_spec)))
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """Draft no more tokens than the request may still emit or the context can hold."""
+        room = seq.state["r"].request.sampling.max_new_tokens - len(seq.output_ids) - 1
+        max_ctx = self._max_context()
+        if max_ctx:
+            room = min(room, max_ctx - seq.num_tokens - 1)
+        return room
 
     def _append_tokens(self, seq: Sequence, new_ids: list[int], origins: list[TokenOrigin], t: float) -> int:
         st: ReqState = seq.state["r"]
@@ -416,6 +436,7 @@ class EngineCore:
             accelerator_bytes=accelerator_bytes(),
             tokens_per_s=self.rate.rate(t),
             spec=spec,
+            spec_advice=self.spec.advice() if self.spec is not None else None,
         )
 
 

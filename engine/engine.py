@@ -91,6 +91,12 @@ class Engine:
 
     # ---- thread body
     def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():  # the engine never trains: no autograd bookkeeping anywhere
+            self._loop()
+
+    def _loop(self) -> None:
         core = self._core
         core.startup()
         running = True

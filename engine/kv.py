@@ -156,8 +156,9 @@ class BatchKV:
         if num_tokens <= 0:
             return
         b = self.row_index(row_id)
-        idx = self.valid[b].nonzero().squeeze(1)
-        self.valid[b, idx[-num_tokens:]] = False
+        with torch.inference_mode():  # the mask is made in inference mode by the forward step
+            idx = self.valid[b].nonzero().squeeze(1)
+            self.valid[b, idx[-num_tokens:]] = False
 
     def clear(self) -> None:
         self.row_ids = []

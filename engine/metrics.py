@@ -146,6 +146,7 @@ class StepStats:
     accelerator_bytes: int | None
     tokens_per_s: float  # engine-wide, sliding window
     spec: SpecStats = field(default_factory=SpecStats)
+    spec_advice: object = None  # engine.spec.advisor.Advice while speculative decoding is on
 
 
 class SlidingRate:

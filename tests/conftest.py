@@ -25,10 +25,9 @@ def tiny_gpt2_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_pair_dirs(tmp_path_factory):
     """A target and a smaller draft sharing one tokenizer (for speculative decoding)."""
-    from tests.helpers.tiny_models import build_llama, train_tokenizer
+    from tests.helpers.tiny_models import build_llama, perturbed_copy
 
     root = tmp_path_factory.mktemp("tiny-pair")
-    tok = train_tokenizer(root / "tok")
-    target = build_llama(root / "target", seed=0, layers=3, hidden=64, vocab_tok=tok)
-    draft = build_llama(root / "draft", seed=5, layers=1, hidden=64, vocab_tok=tok)
+    target = build_llama(root / "target", seed=3, layers=3, hidden=64, tie=False)
+    draft = perturbed_copy(target, root / "draft", noise=0.1)
     return target, draft

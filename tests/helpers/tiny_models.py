@@ -49,7 +49,8 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 320, *, with_eos: bool = Tr
     return fast
 
 
-def build_llama(out_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, vocab_tok=None) -> Path:
+def build_llama(out_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, vocab_tok=None,
+                tie: bool = True) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def build_llama(out_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.eos_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie,
     )
     model = LlamaForCausalLM(config)
     _sharpen(model)
@@ -115,3 +116,21 @@ def _sharpen(model: torch.nn.Module) -> None:
     with torch.no_grad():
         emb = model.get_output_embeddings().weight
         emb.mul_(4.0)
+
+
+def perturbed_copy(src: Path, dst: Path, *, noise: float, seed: int = 7, layers: int | None = None) -> Path:
+    """A draft that agrees with `src` often but not always: its weights plus Gaussian noise,
+    optionally keeping only its first `layers` layers (cheaper, less faithful)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise * p.std().clamp(min=1e-3))
+    if layers is not None:
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst

@@ -1,0 +1,184 @@
+"""Drafters behind one small interface: propose k tokens per row, learn from acceptance."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.config import SamplingParams
+from engine.runner import ModelRunner, RowInput
+from engine.sampling import filtered_probs
+
+
+@dataclass(frozen=True)
+class DraftRequest:
+    row_id: str
+    token_ids: list[int]  # the sequence so far
+    k: int
+    sampling: SamplingParams
+    generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class Draft:
+    tokens: list[int]
+    probs: torch.Tensor | None  # [k, vocab] draft distribution, None for deterministic drafters
+
+
+class Drafter:
+    name = "drafter"
+
+    def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, Draft]:
+        raise NotImplementedError
+
+    def observe(self, row_id: str, num_drafted: int, num_accepted: int) -> None:
+        """Called after verification with how many of the proposed tokens were accepted."""
+
+    def forget(self, row_id: str) -> None:
+        """The row left (finished, aborted, preempted)."""
+
+    def reset(self) -> None:
+        """All cached state is stale (cache dropped, weights changed)."""
+
+    def kv_bytes(self) -> int:
+        return 0
+
+    def weights_bytes(self) -> int:
+        return 0
+
+
+class NgramDrafter(Drafter):
+    """Prompt lookup: find the latest earlier occurrence of the sequence's last n tokens and
+    propose the tokens that followed it. No extra model."""
+
+    name = "ngram"
+
+    def __init__(self, n_max: int = 3, n_min: int = 1) -> None:
+        self.n_max, self.n_min = n_max, n_min
+
+    def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, Draft]:
+        out = {}
+        for r in requests:
+            tokens = lookup(r.token_ids, r.k, self.n_max, self.n_min)
+            if tokens:
+                out[r.row_id] = Draft(tokens, None)
+        return out
+
+
+def lookup(ids: list[int], k: int, n_max: int, n_min: int) -> list[int]:
+    """The k tokens after the most recent earlier match of the last n tokens (longest n first)."""
+    length = len(ids)
+    for n in range(min(n_max, length - 1), n_min - 1, -1):
+        tail = ids[length - n:]
+        for start in range(length - n - 1, -1, -1):
+            if ids[start:start + n] == tail:
+                follow = ids[start + n: start + n + k]
+                if follow:
+                    return follow
+    return []
+
+
+class ModelDrafter(Drafter):
+    """A small causal LM drafting autoregressively with its own batch KV cache."""
+
+    name = "draft"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_token_id: int, weights: int) -> None:
+        self.runner = ModelRunner(model, device, pad_token_id)
+        self._computed: dict[str, int] = {}  # tokens of each row held in the draft cache
+        self._weights = weights
+
+    def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, Draft]:
+        if not requests:
+            return {}
+        if not use_cache:
+            return self._propose_uncached(requests)
+        kv = self.runner.kv
+        new_rows = [r.row_id for r in requests if r.row_id not in kv.row_ids]
+        kv.add_rows(new_rows, [None] * len(new_rows))
+        for rid in new_rows:
+            self._computed[rid] = 0
+        drafts = {r.row_id: [] for r in requests}
+        probs: dict[str, list[torch.Tensor]] = {r.row_id: [] for r in requests}
+        # first pass: catch up on everything the draft has not seen, take one logit
+        rows = [RowInput(r.row_id, r.token_ids[self._computed[r.row_id]:], 1) for r in requests]
+        for r in requests:
+            self._computed[r.row_id] = len(r.token_ids)
+        logits = self.runner.step_cached(rows)
+        active = list(requests)
+        for step in range(max(r.k for r in requests)):
+            for r in active:
+                tok, pr = self._pick(logits[r.row_id][-1], r)
+                drafts[r.row_id].append(tok)
+                if pr is not None:
+                    probs[r.row_id].append(pr)
+            active = [r for r in active if len(drafts[r.row_id]) < r.k]
+            if not active:
+                break
+            rows = [RowInput(r.row_id, [drafts[r.row_id][-1]], 1) for r in active]
+            for r in active:
+                self._computed[r.row_id] += 1
+            logits = self.runner.step_cached(rows)
+        return {rid: Draft(toks, torch.stack(probs[rid]) if probs[rid] else None) for rid, toks in drafts.items()}
+
+    def _propose_uncached(self, requests: list[DraftRequest]) -> dict[str, Draft]:
+        self.runner.kv.clear()
+        self._computed.clear()
+        seqs = {r.row_id: list(r.token_ids) for r in requests}
+        drafts = {r.row_id: [] for r in requests}
+        probs: dict[str, list[torch.Tensor]] = {r.row_id: [] for r in requests}
+        active = list(requests)
+        while active:
+            logits = self.runner.step_uncached([RowInput(r.row_id, seqs[r.row_id], 1) for r in active])
+            for r in active:
+                tok, pr = self._pick(logits[r.row_id][-1], r)
+                drafts[r.row_id].append(tok)
+                seqs[r.row_id].append(tok)
+                if pr is not None:
+                    probs[r.row_id].append(pr)
+            active = [r for r in active if len(drafts[r.row_id]) < r.k]
+        return {rid: Draft(toks, torch.stack(probs[rid]) if probs[rid] else None) for rid, toks in drafts.items()}
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, r: DraftRequest) -> tuple[int, torch.Tensor | None]:
+        if r.sampling.greedy:
+            return int(logits.argmax()), None
+        p = filtered_probs(logits, r.sampling)
+        return int(torch.multinomial(p.cpu(), 1, generator=r.generator)), p
+
+    def observe(self, row_id: str, num_drafted: int, num_accepted: int) -> None:
+        """Keep the accepted drafts' KV; the rejected ones become holes.
+
+        The draft cache holds the sequence before this step plus drafts 1..k-1 (draft k was
+        never fed back). After acceptance the sequence holds drafts 1..a plus a target token.
+        """
+        if row_id not in self.runner.kv.row_ids or row_id not in self._computed:
+            return
+        fed = num_drafted - 1
+        keep = min(num_accepted, fed)
+        drop = fed - keep
+        if drop:
+            self.runner.kv.invalidate_tail(row_id, drop)
+        self._computed[row_id] -= drop
+
+    def forget(self, row_id: str) -> None:
+        if row_id in self.runner.kv.row_ids:
+            self.runner.kv.remove_rows([row_id])
+        self._computed.pop(row_id, None)
+
+    def reset(self) -> None:
+        self.runner.kv.clear()
+        self._computed.clear()
+
+    def compact(self) -> None:
+        kv = self.runner.kv
+        if kv.width >= 64 and kv.hole_fraction() > 0.5:
+            kv.compact()
+
+    def kv_bytes(self) -> int:
+        return self.runner.kv.nbytes
+
+    def weights_bytes(self) -> int:
+        return self._weights

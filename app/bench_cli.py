@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from app import paths
+
 SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec"]
 
 
@@ -34,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
                      trust_remote_code=args.trust_remote_code)
     opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft))
+    heldout = paths.MODELS / "heldout.txt"
+    if heldout.is_file():
+        from dataclasses import replace
+
+        opts = replace(opts, eval_text=heldout.read_text())
     report = {"machine": machine_info(str(resolve_device(spec.device))), "model": spec.name_or_path,
               "quick": args.quick, "suites": {}}
     t0 = time.perf_counter()

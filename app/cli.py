@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_cli.add_arguments(bench)
 
+    load = sub.add_parser("loadtest", help="simulated users against the engine, live figures (no GUI)")
+    _add_model_args(load)
+    from app import loadtest_cli
+
+    loadtest_cli.add_arguments(load)
+
     train = sub.add_parser("train-demo", help="reproduce the bundled demo model pair")
     try:
         from app import train_demo
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from app import bench_cli
 
         return bench_cli.run(args)
+    if args.command == "loadtest":
+        from app import loadtest_cli
+
+        return loadtest_cli.run(args)
     if args.command == "train-demo":
         if getattr(args, "_missing_train", False):
             print("the demo recipe is not available in this install", file=sys.stderr)

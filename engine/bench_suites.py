@@ -26,6 +26,7 @@ class BenchOptions:
     spec: ModelSpec
     quick: bool = False
     draft: str | None = None
+    eval_text: str = "\n\n".join(BENCH_PROMPTS) * 8  # held-out text for perplexity
 
     @property
     def kv_new_tokens(self) -> int:
@@ -159,3 +160,115 @@ SUITES = {
     "batching": suite_batching,
     "prefix": suite_prefix,
 }
+
+
+def _level_available(level, spec: ModelSpec) -> str | None:
+    from engine.models import resolve_device
+    from engine.quant import availability
+
+    return availability(level, resolve_device(spec.device))
+
+
+def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
+    from engine.config import Quantisation
+    from engine.quality import agreement, perplexity
+
+    base = load_model(opts.spec)
+    tok = base.tokenizer
+    eval_ids = tok.encode(opts.eval_text)[: 2048 if opts.quick else 8192]
+    prompts = _prompts(tok, 4)
+    n = 48 if opts.quick else 128
+    del base
+    session = EngineSession(opts.spec, sequential_config())
+    results: list[RunResult] = []
+    reference: list[list[int]] | None = None
+    ref_ppl = None
+    try:
+        _warm(session, prompts[0])
+        for level in Quantisation:
+            why = _level_available(level, opts.spec)
+            if why:
+                log(f"quant: {level.value} skipped: {why}")
+                results.append(RunResult(name=level.value, config={"quantisation": level.value},
+                                         extra={"skipped": why}))
+                continue
+            log(f"quant: {level.value}")
+            cfg = sequential_config().with_(quantisation=level)
+            session.configure(cfg)
+            fin, wall = session.run(greedy_requests(prompts, [n] * len(prompts)))
+            res = engine_result(level.value, cfg, session, fin, wall)
+            probe = load_model(opts.spec, level)
+            res.extra["perplexity"] = perplexity(probe.model, eval_ids)
+            res.extra["skipped_layers"] = len(probe.skipped_modules)
+            del probe
+            if reference is None:
+                reference, ref_ppl = res.outputs, res.extra["perplexity"]
+            flat_ref = [t for o in reference for t in o]
+            agree = [agreement(r, o) for r, o in zip(reference, res.outputs)]
+            res.extra["agreement"] = sum(a.share * len(r) for a, r in zip(agree, reference)) / len(flat_ref)
+            res.extra["first_divergence"] = min((a.first_divergence for a in agree if a.first_divergence is not None),
+                                                default=None)
+            res.extra["perplexity_ratio"] = res.extra["perplexity"] / ref_ppl
+            res.outputs_match_reference = res.outputs == reference
+            results.append(res)
+    finally:
+        session.close()
+    return results
+
+
+def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
+    from engine.config import SpeculativeConfig, SpeculativeMode
+
+    if not opts.draft:
+        raise RuntimeError("the spec suite needs a draft model (--draft)")
+    peer = load_model(opts.spec)
+    draft_peer = load_model(ModelSpec(opts.draft, device=opts.spec.device, dtype=opts.spec.dtype))
+    tok = peer.tokenizer
+    n = 64 if opts.quick else 160
+    count = 4 if opts.quick else 8
+    prompts = _prompts(tok, count)
+    lengths = [n] * count
+
+    def spec_cfg(mode, k=4, adaptive=False, batching=False):
+        base = continuous_config(8) if batching else sequential_config()
+        return base.with_(speculative=SpeculativeConfig(mode=mode, num_draft_tokens=k, adaptive=adaptive,
+                                                        draft_model=opts.draft))
+
+    cases = [
+        ("target-only", sequential_config()),
+        ("draft-k4", spec_cfg(SpeculativeMode.DRAFT, 4)),
+        ("draft-adaptive", spec_cfg(SpeculativeMode.DRAFT, 4, adaptive=True)),
+        ("ngram", spec_cfg(SpeculativeMode.NGRAM, 4)),
+        ("continuous-8", continuous_config(8)),
+        ("continuous-8-spec", spec_cfg(SpeculativeMode.DRAFT, 4, batching=True)),
+    ]
+    session = EngineSession(opts.spec, sequential_config())
+    results: list[RunResult] = []
+    try:
+        _warm(session, prompts[0])
+        for name, cfg in cases:
+            log(f"spec: {name} ({count} requests x {n} tokens)")
+            session.configure(cfg)
+            if name != "target-only":
+                _warm(session, prompts[0])
+            fin, wall = session.run(greedy_requests(prompts, lengths))
+            results.append(engine_result(name, cfg, session, fin, wall))
+        log("spec: hf-assisted")
+        outs, total = [], 0.0
+        for p in prompts:
+            o, wall = hf_generate(peer.model, [p], [n], tok.pad_token_id, assistant_model=draft_peer.model,
+                                  num_assistant_tokens=4)
+            outs += o
+            total += wall
+        results.append(hf_result("hf-assisted", outs, total, peer.info.weights_bytes + draft_peer.info.weights_bytes,
+                                 lengths))
+    finally:
+        session.close()
+    ref = results[0].outputs
+    for r in results[1:]:
+        r.outputs_match_reference = r.outputs == ref
+    return results
+
+
+SUITES["quant"] = suite_quant
+SUITES["spec"] = suite_spec

@@ -13,7 +13,8 @@ from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec,
 from engine.events import EngineState, FinishReason, TokenOrigin, now_s
 from engine.kv import PrefixCache
 from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
-from engine.models import LoadedModel, ModelLoadError, load_model
+from engine.models import LoadedModel, ModelLoadError, load_model, resolve_dtype
+from engine.quant import load_plan
 from engine.prompts import encode_request
 from engine.runner import ModelRunner, RowInput
 from engine.sampling import make_generator, sample
@@ -181,6 +182,9 @@ class EngineCore:
     def _requantise(self, new: EngineConfig) -> None:
         """Load the weights at the new level; requests in flight pause and re-prefill after."""
         spec = self.loaded.spec
+        # refuse before touching anything when the level cannot run here
+        load_plan(new.quantisation, model_config=self.loaded.model.config, device=self.loaded.device,
+                  base_dtype=resolve_dtype(spec.dtype, self.loaded.device))
         self.emit(ev.StateChanged(EngineState.LOADING, f"quantising to {new.quantisation.value}"))
 
         def progress(fraction: float, message: str) -> None:

@@ -1,0 +1,40 @@
+"""Quality probes for quantisation: perplexity on held-out text, greedy agreement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@torch.inference_mode()
+def perplexity(model: torch.nn.Module, token_ids: list[int], window: int = 256) -> float:
+    """exp(mean token NLL) over non-overlapping windows of the text."""
+    device = next(model.parameters()).device
+    total_nll, total = 0.0, 0
+    for start in range(0, len(token_ids) - 1, window):
+        chunk = token_ids[start: start + window + 1]
+        if len(chunk) < 2:
+            break
+        ids = torch.tensor([chunk], device=device)
+        logits = model(input_ids=ids[:, :-1]).logits.float()  # [1, T, vocab]
+        nll = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum")
+        total_nll += float(nll)
+        total += len(chunk) - 1
+    return math.exp(total_nll / max(total, 1))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    share: float  # identical tokens at the same positions / reference tokens
+    first_divergence: int | None  # index of the first differing token, None when identical
+
+
+def agreement(reference: list[int], other: list[int]) -> Agreement:
+    n = len(reference)
+    same = sum(1 for a, b in zip(reference, other) if a == b)
+    first = next((i for i, (a, b) in enumerate(zip(reference, other)) if a != b), None)
+    if first is None and len(other) != n:
+        first = min(len(other), n)
+    return Agreement(same / n if n else 1.0, first)

@@ -46,7 +46,7 @@ class ReqState:
 
 class EngineCore:
     def __init__(self, emit: Callable[[ev.EngineEvent], None], config: EngineConfig,
-                 initial_model: ModelSpec | None) -> None:
+                 initial_model: ModelSpec | LoadedModel | None) -> None:
         self.emit = emit
         self.config = config
         self.initial_model = initial_model
@@ -62,7 +62,11 @@ class EngineCore:
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
         self.emit(ev.StateChanged(EngineState.IDLE, "started"))
-        if self.initial_model is not None:
+        if isinstance(self.initial_model, LoadedModel):
+            self._install(self.initial_model)  # weights shared with other engines (engine.pool)
+            self.emit(ev.ModelLoaded(info=self.initial_model.info))
+            self._configure_spec_after_load()
+        elif self.initial_model is not None:
             self.load(self.initial_model)
 
     def has_work(self) -> bool:
@@ -87,6 +91,9 @@ class EngineCore:
         self._install(loaded)
         self.emit(ev.LoadProgress(what="model", fraction=1.0, message="loaded"))
         self.emit(ev.ModelLoaded(info=loaded.info))
+        self._configure_spec_after_load()
+
+    def _configure_spec_after_load(self) -> None:
         # a new target needs its drafter checked again (tokenizer, device)
         self.spec = None
         if self.config.speculative.mode is not SpeculativeMode.OFF:
@@ -194,9 +201,7 @@ class EngineCore:
         self._drop_cache()
         self.runner = None
         old_loaded, self.loaded = self.loaded, None
-        old_model = old_loaded.model
-        old_loaded.model = None
-        del old_model
+        # drop our references only: weights shared with other engines (engine.pool) stay alive there
         _free_memory()
         try:
             loaded = load_model(spec, new.quantisation, progress)

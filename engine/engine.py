@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from engine import events as ev
 from engine.config import EngineConfig, GenerateRequest, ModelSpec
 from engine.events import EngineState, FinishReason, now_s
-from engine.models import ModelLoadError
+from engine.models import LoadedModel, ModelLoadError
 from engine.quant import QuantisationUnavailable
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class _Cmd:
 class Engine:
     """Thread-safe handle. All model work happens on the engine thread."""
 
-    def __init__(self, model: ModelSpec | str | None = None, config: EngineConfig | None = None,
+    def __init__(self, model: "ModelSpec | str | LoadedModel | None" = None, config: EngineConfig | None = None,
                  *, event_queue: queue.Queue | None = None) -> None:
         self.events: queue.Queue[ev.EngineEvent] = event_queue or queue.Queue()
         self._commands: queue.Queue[_Cmd] = queue.Queue()

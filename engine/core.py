@@ -200,14 +200,15 @@ class EngineCore:
         # free the old weights first so peak memory stays near one copy
         self._drop_cache()
         self.runner = None
-        old_loaded, self.loaded = self.loaded, None
+        old_level = self.loaded.quantisation
         # drop our references only: weights shared with other engines (engine.pool) stay alive there
+        self.loaded = None
         _free_memory()
         try:
             loaded = load_model(spec, new.quantisation, progress)
         except Exception:
             # put the previous level back so the engine keeps serving, then report
-            loaded = load_model(spec, old_loaded.quantisation, progress)
+            loaded = load_model(spec, old_level, progress)
             self._install(loaded)
             self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
             raise

@@ -179,8 +179,19 @@ class SlidingRate:
 _PROCESS = psutil.Process(os.getpid())
 
 
-def process_rss_bytes() -> int:
-    return _PROCESS.memory_info().rss
+_RSS_CACHE = {"t": -1.0, "rss": 0}
+RSS_REFRESH_S = 0.05
+
+
+def process_rss_bytes(max_age_s: float = RSS_REFRESH_S) -> int:
+    """Resident set size, re-read at most every max_age_s (the call costs a syscall)."""
+    import time
+
+    now = time.monotonic()
+    if now - _RSS_CACHE["t"] > max_age_s:
+        _RSS_CACHE["rss"] = _PROCESS.memory_info().rss
+        _RSS_CACHE["t"] = now
+    return _RSS_CACHE["rss"]
 
 
 def accelerator_bytes() -> int | None:

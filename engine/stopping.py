@@ -22,21 +22,32 @@ class TextStream:
     stopped_by_string: bool = False
     _ids: list[int] = field(default_factory=list)
 
+    _prefix_offset: int = 0  # ids[_prefix_offset:_read_offset] decode to the last stable piece
+    _read_offset: int = 0
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _next_piece(self) -> str:
+        """Text added by the newest token, decoding only a short window (not the whole output):
+        byte-level tokenizers need a little left context to decode a token correctly."""
+        ids = self._ids
+        prefix = self.decode(ids[self._prefix_offset:self._read_offset])
+        full = self.decode(ids[self._prefix_offset:])
+        if full.endswith("\ufffd") or not full.startswith(prefix):
+            return ""  # a multi-byte character is not complete yet: wait for more tokens
+        self._prefix_offset = self._read_offset
+        self._read_offset = len(ids)
+        return full[len(prefix):]
 
     def add(self, new_ids: list[int]) -> tuple[str, tuple[str, ...]]:
         """Append tokens; return (text delta safe to show, per-token text pieces)."""
         pieces = []
-        prev = self.text
         for tok in new_ids:
             self._ids.append(tok)
-            full = self.decode(self._ids)
-            # a trailing U+FFFD means a multi-byte character is not complete yet
-            stable = full.rstrip("\ufffd") if full.endswith("\ufffd") else full
-            pieces.append(stable[len(prev):] if stable.startswith(prev) else stable)
-            prev = stable if stable.startswith(prev) else prev
-        self.text = prev
+            piece = self._next_piece()
+            pieces.append(piece)
+            self.text += piece
         for s in self.stop:
             cut = self.text.find(s)
             if cut != -1:

@@ -68,15 +68,24 @@ class NgramDrafter(Drafter):
 
 
 def lookup(ids: list[int], k: int, n_max: int, n_min: int) -> list[int]:
-    """The k tokens after the most recent earlier match of the last n tokens (longest n first)."""
+    """Tokens that followed an earlier occurrence of the last n tokens (longest n first).
+
+    Among the occurrences, the most recent one that still has k tokens after it wins; the
+    very latest match often overlaps the tail and would only offer a token or two.
+    """
     length = len(ids)
     for n in range(min(n_max, length - 1), n_min - 1, -1):
         tail = ids[length - n:]
+        best: list[int] = []
         for start in range(length - n - 1, -1, -1):
             if ids[start:start + n] == tail:
                 follow = ids[start + n: start + n + k]
-                if follow:
-                    return follow
+                if len(follow) > len(best):
+                    best = follow
+                    if len(best) == k:
+                        break
+        if best:
+            return best
     return []
 
 

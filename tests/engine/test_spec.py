@@ -195,6 +195,8 @@ def test_ngram_lookup():
     assert lookup(ids, 2, 3, 1) == [4, 9]
     assert lookup([5, 6, 7], 3, 3, 1) == []
     assert lookup([1, 2, 1], 4, 3, 1) == [2, 1]
+    # a repetitive tail: prefer the occurrence that still offers k tokens
+    assert lookup([7, 7, 7, 7, 7, 7], 3, 2, 1) == [7, 7, 7]
 
 
 def test_advisor_matches_closed_form_and_recommends():

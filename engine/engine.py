@@ -8,6 +8,7 @@ queue when idle, drains commands between steps, and applies a new config at a st
 from __future__ import annotations
 
 import itertools
+import os
 import logging
 import queue
 import threading
@@ -38,6 +39,7 @@ class Engine:
         self._commands: queue.Queue[_Cmd] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(2).hex()  # ids stay unique when several engines run side by side
         self._ids_lock = threading.Lock()
         initial = ModelSpec(model) if isinstance(model, str) else model
         from engine.core import EngineCore
@@ -69,7 +71,7 @@ class Engine:
     def submit(self, request: GenerateRequest) -> str:
         if request.request_id is None:
             with self._ids_lock:
-                rid = f"req-{next(self._ids)}"
+                rid = f"req-{self._id_prefix}-{next(self._ids)}"
             from dataclasses import replace
 
             request = replace(request, request_id=rid)

@@ -56,6 +56,7 @@ class EngineCore:
         self.prefix_cache = PrefixCache(config.prefix_cache_max_bytes)
         self.rate = SlidingRate(5.0)
         self.stop_requested = False
+        self.collect_garbage = True  # False when hosted by a GUI that collects on its own thread
         self.spec = None  # engine.spec.SpecDecoder when speculative decoding is on
         self._seqs: dict[str, Sequence] = {}
 
@@ -113,7 +114,7 @@ class EngineCore:
         for seq in self._seqs.values():
             seq.state["r"].stash = None
         del old
-        _free_memory()
+        _free_memory(self.collect_garbage)
 
     # ------------------------------------------------------------------ commands
     def add_request(self, request: GenerateRequest, submitted_s: float) -> None:
@@ -203,7 +204,7 @@ class EngineCore:
         old_level = self.loaded.quantisation
         # drop our references only: weights shared with other engines (engine.pool) stay alive there
         self.loaded = None
-        _free_memory()
+        _free_memory(self.collect_garbage)
         try:
             loaded = load_model(spec, new.quantisation, progress)
         except Exception:
@@ -467,9 +468,13 @@ def describe_changes(old: EngineConfig, new: EngineConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _free_memory() -> None:
-    import gc
+def _free_memory(collect_garbage: bool = True) -> None:
+    """Return freed weight memory to the system. Reference counting frees tensors; a GC pass
+    also breaks module reference cycles, but a GUI host may forbid it off its own thread
+    (collecting Qt wrappers on a foreign thread breaks Qt), so it can be turned off."""
+    if collect_garbage:
+        import gc
 
-    gc.collect()
+        gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

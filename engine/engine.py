@@ -34,7 +34,7 @@ class Engine:
     """Thread-safe handle. All model work happens on the engine thread."""
 
     def __init__(self, model: "ModelSpec | str | LoadedModel | None" = None, config: EngineConfig | None = None,
-                 *, event_queue: queue.Queue | None = None) -> None:
+                 *, event_queue: queue.Queue | None = None, collect_garbage: bool = True) -> None:
         self.events: queue.Queue[ev.EngineEvent] = event_queue or queue.Queue()
         self._commands: queue.Queue[_Cmd] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -45,6 +45,7 @@ class Engine:
         from engine.core import EngineCore
 
         self._core = EngineCore(emit=self.events.put, config=config or EngineConfig(), initial_model=initial)
+        self._core.collect_garbage = collect_garbage
 
     # ---- lifecycle
     def start(self) -> "Engine":
@@ -102,8 +103,12 @@ class Engine:
         core = self._core
         core.startup()
         running = True
+        busy = False
         while running:
             try:
+                if busy != core.has_work():
+                    busy = core.has_work()
+                    core.emit(ev.StateChanged(EngineState.RUNNING if busy else EngineState.IDLE))
                 if not core.has_work():
                     running = self._handle(self._commands.get())  # blocks while idle
                 while running:

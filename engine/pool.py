@@ -17,7 +17,8 @@ from engine.models import LoadedModel, load_model
 
 
 class EnginePool:
-    def __init__(self) -> None:
+    def __init__(self, *, collect_garbage: bool = True) -> None:
+        self.collect_garbage = collect_garbage  # False under a GUI (see Engine)
         self._models: dict[tuple[ModelSpec, Quantisation], LoadedModel] = {}
         self._lock = threading.Lock()
         self.engines: list[Engine] = []
@@ -33,7 +34,7 @@ class EnginePool:
     def engine(self, spec: ModelSpec, config: EngineConfig) -> Engine:
         """A started engine for `config` on shared weights (loading them if needed)."""
         loaded = self.weights(spec, config.quantisation)
-        engine = Engine(loaded, config).start()
+        engine = Engine(loaded, config, collect_garbage=self.collect_garbage).start()
         self.engines.append(engine)
         return engine
 

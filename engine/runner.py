@@ -93,11 +93,14 @@ class ModelRunner:
         from transformers.cache_utils import DynamicLayer
 
         cache = self._cache_cls()
-        for k, v in past or []:
-            layer = DynamicLayer()
-            layer.lazy_initialization(k, v)
-            layer.keys, layer.values = k, v
-            cache.layers.append(layer)
+        try:
+            for k, v in past or []:
+                layer = DynamicLayer()
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k, v
+                cache.layers.append(layer)
+        except (TypeError, AttributeError):  # another transformers layout: let it copy once
+            return self._cache_cls(ddp_cache_data=past) if past else self._cache_cls()
         return cache
 
     @torch.inference_mode()

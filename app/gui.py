@@ -1,0 +1,93 @@
+"""`workbench gui`: compose the engine, the bridge, the conversation store and the main window."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+NO_DISPLAY_MESSAGE = (
+    "No display found: run under xvfb-run, set QT_QPA_PLATFORM=offscreen, "
+    "or use `workbench bench` / `workbench generate` for headless work."
+)
+
+
+def display_available(environ=None) -> bool:
+    """False on a Linux/BSD machine with no X11/Wayland display and no explicit Qt platform."""
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return True  # macOS and Windows always have a window system
+    return any(env.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
+def choose_model(model: str | None, last_model: str | None) -> str | None:
+    """The model to load at start: the one asked for, else the last one used, else the bundled demo."""
+    from app import paths
+
+    if model:
+        return model
+    if last_model and (Path(last_model).expanduser().is_dir() or not _looks_like_path(last_model)):
+        return last_model
+    if paths.bundled_models_present():
+        return str(paths.bundled_target_dir())
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def run_gui(model: str | None = None, draft: str | None = None) -> int:
+    if not display_available():
+        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return 2
+
+    from PySide6.QtWidgets import QApplication
+
+    from app import paths
+    from app.storage import ConversationStore
+    from engine.config import SpeculativeConfig, SpeculativeMode
+    from engine.engine import Engine
+    from ui.bridge import EngineBridge
+    from ui.gc_guard import GuiThreadGarbageCollector
+    from ui.main_window import MainWindow
+    from ui.qt_compat import apply_workarounds
+    from ui.settings_store import (
+        APPLICATION,
+        ORGANISATION,
+        WorkbenchSettings,
+        default_settings,
+    )
+
+    apply_workarounds()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName("Inference Workbench")
+    collector = GuiThreadGarbageCollector(app)
+    collector.start()
+
+    data_override = os.environ.get("WORKBENCH_DATA_DIR")
+    settings = WorkbenchSettings(default_settings(paths.user_data_dir() if data_override else None))
+    saved = settings.engine_config()
+    # speculative settings are applied through the panel once the engine runs, so a refusal shows there
+    engine = Engine(choose_model(model, settings.last_model()),
+                    config=saved.with_(speculative=SpeculativeConfig(mode=SpeculativeMode.OFF)),
+                    collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
+    bridge = EngineBridge(engine)
+    store = ConversationStore()
+    draft_dir = paths.bundled_draft_dir()
+    window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
+                        bundled_draft=draft_dir if draft_dir.is_dir() else None)
+    bridge.start()
+    if draft:
+        window.engine_panel.use_draft(draft)
+    elif saved.speculative.mode is not SpeculativeMode.OFF:
+        window.engine_panel.apply_config(saved)
+    window.show()
+    try:
+        return app.exec()
+    finally:
+        bridge.shutdown()
+        store.close()
+        collector.stop()

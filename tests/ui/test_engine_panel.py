@@ -1,0 +1,109 @@
+"""ui/engine_panel.py: every switch reconfigures the running engine and shows what came of it."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from engine import events as ev
+from engine.config import KVCacheMode, Quantisation, SpeculativeMode
+from tests.helpers.windows import QT_LOG_IGNORE, first_tokens, send_prompt, wait_answer
+
+pytestmark = pytest.mark.qt_log_ignore(*QT_LOG_IGNORE)
+
+
+def _select(combo, value) -> None:
+    index = combo.findData(value)
+    assert index >= 0
+    combo.setCurrentIndex(index)
+
+
+def test_flipping_kv_cache_and_batching_mid_answer_reaches_the_engine(qtbot, window):
+    panel, bridge = window.engine_panel, window.bridge
+    send_prompt(qtbot, window, "speak the speech i pray you", max_tokens=4000)
+    first_tokens(qtbot, window)
+
+    with qtbot.waitSignal(bridge.config_applied, timeout=30_000) as applied:
+        _select(panel.kv_combo, KVCacheMode.OFF)
+        assert panel.kv_status.state == "applying" and panel.kv_status.text() == "applying…"
+    assert applied.args[0].config_dict == panel.requested_config.to_dict()
+    assert bridge.config == panel.requested_config and bridge.config.kv_cache is KVCacheMode.OFF
+    assert panel.kv_status.state == "applied"
+    assert window.chat.is_generating, "the answer kept going through the change"
+
+    with qtbot.waitSignal(bridge.config_applied, timeout=30_000):
+        qtbot.mouseClick(panel.batching_check, Qt.MouseButton.LeftButton)
+        assert panel.batching_status.state == "applying"
+    assert bridge.config == panel.requested_config and not bridge.config.batching.enabled
+    assert panel.batching_status.state == "applied"
+    assert not panel.batch_spin.isEnabled()
+
+    window.chat.stop()
+    finished = wait_answer(qtbot, window)
+    assert finished.reason in (ev.FinishReason.CANCELLED, ev.FinishReason.LENGTH)
+    assert "kv off" in finished.config_label and "batching off" in finished.config_label
+    assert finished.config_label in window.chat.message_views[-1].config_footer.text()
+    # persisted for the next start
+    assert window.settings.engine_config() == bridge.config
+
+
+def test_a_refused_speculative_config_shows_why_and_reverts(qtbot, window, tmp_path):
+    panel, bridge = window.engine_panel, window.bridge
+    before = bridge.config
+    panel.draft_input.setText(str(tmp_path / "no-such-draft"))
+    with qtbot.waitSignal(bridge.error_occurred, timeout=30_000,
+                          check_params_cb=lambda e: e.where == "config") as refused:
+        _select(panel.spec_combo, SpeculativeMode.DRAFT)
+        assert panel.spec_status.state == "applying"
+    assert panel.spec_status.state == "failed"
+    assert panel.spec_status.text().startswith("failed: ")
+    assert refused.args[0].message in panel.spec_status.text()
+    assert panel.spec_combo.currentData() is before.speculative.mode  # back to what the engine runs
+    assert not window.banner.isVisible()  # config failures are shown at the control, not as a banner
+
+    # the panel still works afterwards
+    with qtbot.waitSignal(bridge.config_applied, timeout=30_000):
+        _select(panel.kv_combo, KVCacheMode.PREFIX)
+    assert bridge.config.kv_cache is KVCacheMode.PREFIX
+    assert panel.requested_config.speculative.mode is before.speculative.mode
+
+
+def test_speculative_controls_enable_with_the_mode(qtbot, window):
+    panel = window.engine_panel
+    assert not panel.k_spin.isEnabled() and not panel.draft_input.isEnabled()
+    assert panel.k_spin.maximum() == 8 and panel.k_spin.minimum() == 1
+    _select(panel.spec_combo, SpeculativeMode.NGRAM)
+    assert panel.k_spin.isEnabled() and panel.adaptive_check.isEnabled()
+    assert not panel.draft_input.isEnabled()
+    _select(panel.spec_combo, SpeculativeMode.DRAFT)
+    assert panel.draft_input.isEnabled() and panel.draft_browse.isEnabled()
+    # whatever the engine answers, each change ends applied or failed, never stuck at 'applying'
+    qtbot.waitUntil(lambda: panel.spec_status.state in ("applied", "failed") and not panel._inflight,
+                    timeout=30_000)
+
+
+def test_unavailable_quantisation_levels_are_disabled_with_the_reason(qtbot, window, monkeypatch):
+    from engine import quant
+    from ui import engine_panel
+
+    monkeypatch.setattr(quant, "bitsandbytes_version", lambda: None)
+    engine_panel.quant_availability.cache_clear()
+    panel = window.engine_panel
+    panel._refresh_availability()
+    model = panel.quant_combo.model()
+    for level in (Quantisation.INT8, Quantisation.NF4, Quantisation.FP4):
+        item = model.item(panel.quant_combo.findData(level))
+        assert not item.isEnabled()
+        assert "bitsandbytes" in item.toolTip()
+    assert model.item(panel.quant_combo.findData(Quantisation.NONE)).isEnabled()
+    engine_panel.quant_availability.cache_clear()
+
+
+def test_model_facts_are_shown(window):
+    picker = window.engine_panel.picker
+    info = window.bridge.model_info
+    assert picker.facts.isVisible()
+    assert picker._fact_labels["architecture"].text() == info.architecture
+    assert picker._fact_labels["device"].text() == info.device
+    assert picker.status.state == "applied"
+    assert picker.combo.currentData() == info.name_or_path

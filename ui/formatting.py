@@ -1,0 +1,110 @@
+"""Pure formatting of figures for labels and message footers (no widgets here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import events as ev
+from engine.config import SamplingParams
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def format_count(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f} {suffix}"
+    return str(n)
+
+
+def format_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    ms = seconds * 1000.0
+    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def model_display_name(name_or_path: str | None) -> str:
+    if not name_or_path:
+        return "no model"
+    p = Path(name_or_path)
+    if p.is_absolute() or name_or_path.startswith((".", "~")):
+        return p.name or name_or_path
+    return name_or_path  # a hub id reads best whole: 'org/model'
+
+
+def origin_runs(pieces: list[tuple[str, str]]) -> list[list[str]]:
+    """Merge consecutive (text, origin) pieces of the same origin: compact enough to store."""
+    runs: list[list[str]] = []
+    for text, origin in pieces:
+        if not text:
+            continue
+        if runs and runs[-1][1] == origin:
+            runs[-1][0] += text
+        else:
+            runs.append([text, origin])
+    return runs
+
+
+def metrics_from_finished(event: ev.RequestFinished) -> dict:
+    """The plain figures a message keeps (stored as JSON with it)."""
+    s = event.stats
+    spec = s.spec
+    return {
+        "reason": event.reason.value,
+        "error": event.error,
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "cached_prompt_tokens": s.cached_prompt_tokens,
+        "tokens_per_s": s.tokens_per_s,
+        "ttft_s": s.ttft_s,
+        "tpot_s": s.tpot_s,
+        "e2e_s": s.e2e_s,
+        "acceptance_rate": spec.acceptance_rate,
+        "mean_tokens_per_verify": spec.mean_tokens_per_verify,
+    }
+
+
+def sampling_label(p: SamplingParams) -> str:
+    if p.greedy:
+        text = "greedy"
+    else:
+        text = f"T {p.temperature:g}, top-p {p.top_p:g}" + (f", top-k {p.top_k}" if p.top_k else "")
+    if p.seed is not None:
+        text += f", seed {p.seed}"
+    return text
+
+
+def footer_lines(metrics: dict | None, config: dict | None) -> tuple[str, str]:
+    """(figures, configuration) lines under an answer."""
+    m = metrics or {}
+    parts = []
+    if m.get("completion_tokens") is not None:
+        parts.append(f"{m['completion_tokens']} tokens")
+    if m.get("tokens_per_s"):
+        parts.append(f"{m['tokens_per_s']:.1f} tok/s")
+    if m.get("ttft_s") is not None:
+        parts.append(f"TTFT {format_ms(m['ttft_s'])}")
+    if m.get("cached_prompt_tokens"):
+        parts.append(f"{m['cached_prompt_tokens']}/{m.get('prompt_tokens', '?')} prompt tokens cached")
+    if m.get("acceptance_rate") is not None:
+        parts.append(f"acceptance {m['acceptance_rate'] * 100:.0f}%")
+    reason = m.get("reason")
+    if reason == "cancelled":
+        parts.append("stopped")
+    elif reason == "length":
+        parts.append("hit max tokens")
+    c = config or {}
+    config_parts = [x for x in (c.get("label"), c.get("model"), c.get("sampling")) if x]
+    return " · ".join(parts), " · ".join(config_parts)

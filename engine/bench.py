@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from transformers import GenerationConfig
 
 from engine import events as ev
 from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
@@ -180,19 +181,32 @@ def hf_generate(model, prompt_ids: list[list[int]], lengths: list[int], pad_id: 
         mask[i, width - len(p):] = 1
     device = next(model.parameters()).device
     n = max(lengths)
-    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad_id, eos_token_id=None)
+    # a clean greedy config: the model's own may sample or carry stop strings
+    config = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad_id,
+                              eos_token_id=None)
+    kwargs = {}
     if assistant_model is not None:
         kwargs["assistant_model"] = assistant_model
         if num_assistant_tokens is not None:
-            assistant_model.generation_config.num_assistant_tokens = num_assistant_tokens
-            assistant_model.generation_config.num_assistant_tokens_schedule = "constant"
-            assistant_model.generation_config.assistant_confidence_threshold = 0.0
-    _sync(device)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(ids.to(device), attention_mask=mask.to(device), **kwargs)
-    _sync(device)
-    wall = time.perf_counter() - t0
+            # a fixed draft length, as our draft-k runs use
+            config.num_assistant_tokens = num_assistant_tokens
+            config.num_assistant_tokens_schedule = "constant"
+            config.assistant_confidence_threshold = 0.0
+            assistant_model.generation_config = GenerationConfig(
+                num_assistant_tokens=num_assistant_tokens, num_assistant_tokens_schedule="constant",
+                assistant_confidence_threshold=0.0, do_sample=False, pad_token_id=pad_id, eos_token_id=None)
+    # generate() fills unset fields from model.generation_config (stop strings, sampling):
+    # swap in the clean config for the call
+    saved, model.generation_config = model.generation_config, config
+    try:
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(ids.to(device), attention_mask=mask.to(device), **kwargs)
+        _sync(device)
+        wall = time.perf_counter() - t0
+    finally:
+        model.generation_config = saved
     return [out[i, width: width + lengths[i]].tolist() for i in range(len(prompt_ids))], wall
 
 

@@ -39,7 +39,7 @@ class BatchKV:
         self.row_ids: list[str] = []
         self.keys: list[torch.Tensor] = []  # per layer [B, H, W, D]
         self.values: list[torch.Tensor] = []
-        self.valid: torch.Tensor | None = None  # [B, W] bool
+        self.valid: torch.Tensor | None = None  # [B, W] bool, always on the CPU (cheap host-side bookkeeping)
 
     # ---- queries
     @property
@@ -79,12 +79,11 @@ class BatchKV:
         lengths = [r.num_tokens if r is not None else 0 for r in rows]
         new_width = max([self.width] + lengths)
         self._pad_left(new_width)
-        device = self.valid.device if self.valid is not None else None
         template = next((r for r in rows if r is not None and r.num_tokens), None)
         if not self.keys and template is None:
             # nothing cached anywhere yet: rows start empty, tensors appear with the first forward
             self.row_ids.extend(row_ids)
-            self.valid = torch.zeros(len(self.row_ids), 0, dtype=torch.bool, device=device)
+            self.valid = torch.zeros(len(self.row_ids), 0, dtype=torch.bool)
             return
         ref_k = self.keys if self.keys else [k.unsqueeze(0) for k, _ in template.layers]
         ref_v = self.values if self.values else [v.unsqueeze(0) for _, v in template.layers]
@@ -110,7 +109,7 @@ class BatchKV:
         num_layers = len(ref_k)
         new_k = [torch.cat([r[layer] for r in add_k], dim=0) for layer in range(num_layers)]
         new_v = [torch.cat([r[layer] for r in add_v], dim=0) for layer in range(num_layers)]
-        valid = torch.stack(add_valid).to(ref_k[0].device)
+        valid = torch.stack(add_valid)
         if self.keys:
             self.keys = [torch.cat([a, b], dim=0) for a, b in zip(self.keys, new_k)]
             self.values = [torch.cat([a, b], dim=0) for a, b in zip(self.values, new_v)]
@@ -133,7 +132,7 @@ class BatchKV:
         b = self.row_index(row_id)
         if not self.keys:
             return RowKV([])
-        idx = self.valid[b].nonzero().squeeze(1)
+        idx = self.valid[b].nonzero().squeeze(1).to(self.keys[0].device)
         return RowKV([(k[b, :, idx].clone(), v[b, :, idx].clone()) for k, v in zip(self.keys, self.values)])
 
     def remove_rows(self, row_ids: list[str]) -> None:
@@ -145,9 +144,11 @@ class BatchKV:
         if not keep:
             self.clear()
             return
-        index = torch.tensor(keep, device=self.valid.device)
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        index = torch.tensor(keep)
+        if self.keys:
+            on_device = index.to(self.keys[0].device)
+            self.keys = [k.index_select(0, on_device) for k in self.keys]
+            self.values = [v.index_select(0, on_device) for v in self.values]
         self.valid = self.valid.index_select(0, index)
         self._trim_leading_holes()
 

@@ -67,7 +67,7 @@ class ModelRunner:
         if bool(new_valid.all()) and bool(old_valid.all()):
             attention_mask = None  # no holes anywhere: the model's plain causal path is exact and fastest
         else:
-            attention_mask = torch.cat([old_valid.cpu(), new_valid], dim=1).long().to(self.device)
+            attention_mask = torch.cat([old_valid, new_valid], dim=1).long().to(self.device)
         cache = self._wrap_cache(past)
         want = max((r.num_logits for r in rows), default=0)
         out = self.model(
@@ -79,7 +79,7 @@ class ModelRunner:
             **{self._cache_kw: cache},
         )
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        self.kv.absorb(layers, new_valid.to(layers[0][0].device))
+        self.kv.absorb(layers, new_valid)
         logits = out.logits  # [batch, max(want,1), vocab]
         result: dict[str, torch.Tensor] = {}
         for i, row_id in enumerate(order):

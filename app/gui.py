@@ -37,6 +37,27 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
+def limit_torch_threads() -> int:
+    """Leave one core to the GUI thread: with every core in torch's pool, a redraw preempts an
+    OpenMP worker and the whole parallel region waits for it (steps 10-100x slower)."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    threads = max(1, min(torch.get_num_threads(), cores - 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def add_views(window, bridge, model: str | None, draft: str | None) -> None:
+    """The Compare and Dashboard tabs (each owns its own threads; the window shuts them down)."""
+    from ui.compare_bridge import CompareBridge
+    from ui.compare_view import CompareView
+    from ui.dashboard_view import DashboardView
+
+    window.add_tab(CompareView(CompareBridge(window), model, draft_model=draft), "Compare")
+    window.add_tab(DashboardView(bridge), "Dashboard")
+
+
 def run_gui(model: str | None = None, draft: str | None = None) -> int:
     if not display_available():
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
@@ -71,7 +92,9 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     settings = WorkbenchSettings(default_settings(paths.user_data_dir() if data_override else None))
     saved = settings.engine_config()
     # speculative settings are applied through the panel once the engine runs, so a refusal shows there
-    engine = Engine(choose_model(model, settings.last_model()),
+    limit_torch_threads()
+    start_model = choose_model(model, settings.last_model())
+    engine = Engine(start_model,
                     config=saved.with_(speculative=SpeculativeConfig(mode=SpeculativeMode.OFF)),
                     collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
     bridge = EngineBridge(engine)
@@ -79,6 +102,7 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     draft_dir = paths.bundled_draft_dir()
     window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
                         bundled_draft=draft_dir if draft_dir.is_dir() else None)
+    add_views(window, bridge, start_model, draft or (str(draft_dir) if draft_dir.is_dir() else None))
     bridge.start()
     if draft:
         window.engine_panel.use_draft(draft)

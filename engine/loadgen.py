@@ -8,9 +8,10 @@ an Event (so stop() wakes it at once), never sleep-polling.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from engine.config import GenerateRequest, SamplingParams
@@ -67,6 +68,7 @@ class LoadGenerator:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._id_prefix = os.urandom(2).hex()
 
     @property
     def running(self) -> bool:
@@ -116,10 +118,13 @@ class LoadGenerator:
                 self._wake.clear()
             if self._stop.is_set():
                 return
-            rid = self._submit(self.make_request())
+            # the id is ours before the engine sees the request, so even an instant finish
+            # (notify_finished racing submit) frees its user
             with self._lock:
-                self.stats.in_flight.add(rid)
                 self.stats.submitted += 1
+                rid = f"{TAG}-{self._id_prefix}-{self.stats.submitted}"
+                self.stats.in_flight.add(rid)
                 done = self.spec.max_requests is not None and self.stats.submitted >= self.spec.max_requests
+            self._submit(replace(self.make_request(), request_id=rid))
             if done:
                 return

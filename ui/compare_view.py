@@ -496,6 +496,10 @@ class CompareView(QWidget):
                 f"{swatch(t.danger, 'first token that differs', t.accent_text)}"
                 f"{swatch(t.danger_soft, 'and after it')}")
 
+    def shutdown(self) -> None:
+        """Stop every column engine (called by the main window on close)."""
+        self.bridge.shutdown()
+
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
         self.legend.setText(self._legend_html())

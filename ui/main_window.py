@@ -89,7 +89,13 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ public
     def add_tab(self, widget: QWidget, title: str) -> int:
-        """Add a view tab (Compare, Dashboard, …); returns its index."""
+        """Add a view tab (Compare, Dashboard, …); returns its index.
+
+        A view with a `set_theme(theme)` method follows the theme; one with `shutdown()` is
+        shut down (its threads stopped) before the engine when the window closes."""
+        if hasattr(widget, "set_theme"):
+            widget.set_theme(self.themes.theme)
+            self.themes.theme_changed.connect(widget.set_theme)
         if not widget.objectName():
             widget.setObjectName(f"{title.lower().replace(' ', '_')}_view")
         if not widget.accessibleName():
@@ -195,5 +201,9 @@ class MainWindow(QMainWindow):
             self.settings.save_window(self.saveGeometry(), self.saveState())
             self.settings.sync()
             self.probe.stop()
+            for i in range(self.tabs.count()):
+                stop = getattr(self.tabs.widget(i), "shutdown", None)
+                if callable(stop):
+                    stop()
             self.bridge.shutdown()
         super().closeEvent(event)

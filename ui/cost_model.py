@@ -1,0 +1,133 @@
+"""What the measured throughput costs: pure arithmetic, Qt-free.
+
+cost per 1M output tokens = price per hour / (tokens/s * 3600 s/h) * 1e6
+
+The projection serves N requests a day of T output tokens each at the measured throughput:
+device-hours a day = N * T / tokens/s / 3600, cost a day = device-hours * price per hour,
+devices needed = ceil(device-hours / 24). It assumes the measured throughput holds at that
+volume, i.e. the same concurrency as the measurement (one device, load as generated).
+
+The baseline is what the optimised configuration is compared against: a throughput the user
+captured ("Use current as baseline"), else the dashboard's first window of measurements
+before any configuration change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SECONDS_PER_HOUR = 3600.0
+TOKENS_PER_MILLION = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    price_per_hour: float = 2.50  # hardware, per hour, in the user's currency
+    requests_per_day: int = 100_000
+    avg_output_tokens: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.price_per_hour < 0 or self.requests_per_day < 0 or self.avg_output_tokens < 0:
+            raise ValueError("price, requests a day and output tokens must not be negative")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    tokens_per_s: float
+    source: str  # 'captured' (the user pressed the button) | 'auto' (first window before any change)
+    label: str  # the configuration it measured
+    t_from_s: float
+    t_to_s: float
+
+
+@dataclass(frozen=True)
+class CostLine:
+    tokens_per_s: float
+    cost_per_million: float
+    device_hours_per_day: float
+    cost_per_day: float
+    devices_needed: int
+
+
+@dataclass(frozen=True)
+class CostComparison:
+    current: CostLine | None
+    baseline: CostLine | None
+    speedup: float | None  # current tokens/s over baseline tokens/s
+    saving_fraction: float | None  # 1 - current cost / baseline cost
+    saving_per_day: float | None
+
+
+def cost_per_million(tokens_per_s: float, price_per_hour: float) -> float | None:
+    if not tokens_per_s or tokens_per_s <= 0 or not math.isfinite(tokens_per_s):
+        return None
+    return price_per_hour / (tokens_per_s * SECONDS_PER_HOUR) * TOKENS_PER_MILLION
+
+
+def device_hours_per_day(tokens_per_s: float, requests_per_day: float, avg_output_tokens: float) -> float | None:
+    if not tokens_per_s or tokens_per_s <= 0 or not math.isfinite(tokens_per_s):
+        return None
+    return requests_per_day * avg_output_tokens / tokens_per_s / SECONDS_PER_HOUR
+
+
+def cost_line(tokens_per_s: float | None, inputs: CostInputs) -> CostLine | None:
+    if tokens_per_s is None:
+        return None
+    per_million = cost_per_million(tokens_per_s, inputs.price_per_hour)
+    hours = device_hours_per_day(tokens_per_s, inputs.requests_per_day, inputs.avg_output_tokens)
+    if per_million is None or hours is None:
+        return None
+    return CostLine(tokens_per_s, per_million, hours, hours * inputs.price_per_hour, max(math.ceil(hours / 24.0), 0))
+
+
+def compare(current_tps: float | None, baseline_tps: float | None, inputs: CostInputs) -> CostComparison:
+    current = cost_line(current_tps, inputs)
+    baseline = cost_line(baseline_tps, inputs)
+    if current is None or baseline is None:
+        return CostComparison(current, baseline, None, None, None)
+    saving = 1.0 - current.cost_per_million / baseline.cost_per_million if baseline.cost_per_million else None
+    return CostComparison(current, baseline, current.tokens_per_s / baseline.tokens_per_s, saving,
+                          baseline.cost_per_day - current.cost_per_day)
+
+
+class CostModel:
+    """Inputs plus the baseline choice: a captured baseline wins over the automatic one."""
+
+    def __init__(self, inputs: CostInputs | None = None) -> None:
+        self.inputs = inputs or CostInputs()
+        self.captured: Baseline | None = None
+
+    def capture_baseline(self, baseline: Baseline) -> None:
+        self.captured = baseline
+
+    def clear_baseline(self) -> None:
+        self.captured = None
+
+    def baseline(self, auto: Baseline | None) -> Baseline | None:
+        return self.captured or auto
+
+    def comparison(self, current_tps: float | None, auto: Baseline | None) -> CostComparison:
+        base = self.baseline(auto)
+        return compare(current_tps, None if base is None else base.tokens_per_s, self.inputs)
+
+    def to_dict(self) -> dict:
+        b = self.captured
+        return {
+            "price_per_hour": self.inputs.price_per_hour,
+            "requests_per_day": self.inputs.requests_per_day,
+            "avg_output_tokens": self.inputs.avg_output_tokens,
+            "captured_baseline": None if b is None else {
+                "tokens_per_s": b.tokens_per_s, "source": b.source, "label": b.label,
+                "t_from_s": b.t_from_s, "t_to_s": b.t_to_s},
+        }
+
+
+def format_money(value: float | None, currency: str = "$") -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    if abs(value) >= 100:
+        return f"{currency}{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{currency}{value:,.2f}"
+    return f"{currency}{value:.4f}"

@@ -1,0 +1,574 @@
+"""The live dashboard's data: ring buffers of engine figures on one time axis. Qt-free.
+
+Every series shares one clock: seconds since the model's start (``t0``, a ``time.monotonic``
+value, the same clock as the engine's event timestamps). Three tables hold the series, each a
+preallocated column-major numpy array that drops its oldest quarter when full:
+
+- ``steps``: one row per engine step (StepStats): engine-wide tokens/s, batch size, queue depth,
+  memory split, rolling speculative acceptance and tokens per verify step.
+- ``latency``: one row per finished request, at its finish time: TTFT, ITL p50/p95, TPOT.
+- ``rates``: one row per token emission: the emitting request's rolling tokens/s.
+
+Memory split: ``other = rss + accelerator - weights - kv - prefix`` (clamped at 0), so the stack
+totals the process footprint (host RSS plus device memory where there is a device).
+
+Pause freezes what ``snapshot()`` returns (series, markers and the clock) while recording goes
+on, so nothing is lost; resume shows everything recorded meanwhile.
+
+Exports: a tidy CSV (``time_s,series,request_id,value``; one row per sample, missing values
+left out) and a JSON session (configs, markers, every table), with readers for both.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.metrics import percentile
+
+STEP_COLUMNS = (
+    "t_s", "tokens_per_s", "num_output_tokens", "batch_size", "num_waiting", "weights_bytes",
+    "kv_cache_bytes", "prefix_cache_bytes", "other_bytes", "rss_bytes", "accelerator_bytes",
+    "acceptance_rate", "tokens_per_verify", "step_time_s",
+)
+LATENCY_COLUMNS = ("t_s", "request", "ttft_s", "itl_p50_s", "itl_p95_s", "tpot_s", "e2e_s", "completion_tokens")
+RATE_COLUMNS = ("t_s", "request", "tokens_per_s")
+
+# CSV series name -> (table, column); per-request tables carry a request_id
+CSV_SERIES = {
+    "engine_tokens_per_s": ("steps", "tokens_per_s"),
+    "num_output_tokens": ("steps", "num_output_tokens"),
+    "batch_size": ("steps", "batch_size"),
+    "num_waiting": ("steps", "num_waiting"),
+    "weights_bytes": ("steps", "weights_bytes"),
+    "kv_cache_bytes": ("steps", "kv_cache_bytes"),
+    "prefix_cache_bytes": ("steps", "prefix_cache_bytes"),
+    "other_bytes": ("steps", "other_bytes"),
+    "rss_bytes": ("steps", "rss_bytes"),
+    "accelerator_bytes": ("steps", "accelerator_bytes"),
+    "acceptance_rate": ("steps", "acceptance_rate"),
+    "tokens_per_verify": ("steps", "tokens_per_verify"),
+    "step_time_s": ("steps", "step_time_s"),
+    "request_tokens_per_s": ("rates", "tokens_per_s"),
+    "ttft_s": ("latency", "ttft_s"),
+    "itl_p50_s": ("latency", "itl_p50_s"),
+    "itl_p95_s": ("latency", "itl_p95_s"),
+    "tpot_s": ("latency", "tpot_s"),
+    "e2e_s": ("latency", "e2e_s"),
+    "completion_tokens": ("latency", "completion_tokens"),
+}
+CSV_HEADER = ("time_s", "series", "request_id", "value")
+SESSION_FORMAT = "inference-workbench-dashboard"
+SESSION_VERSION = 1
+
+SPEC_WINDOW_S = 2.0  # rolling window of the acceptance and tokens-per-verify series
+REQUEST_RATE_WINDOW_S = 2.0  # rolling window of each request's tokens/s
+REQUEST_RATE_MIN_SPAN_S = 0.1  # no per-request rate over a shorter span,
+REQUEST_RATE_MIN_EMISSIONS = 3  # nor before a request's third emission (two close ones spike)
+REQUEST_RATE_MIN_INTERVAL_S = 0.1  # one rate sample per request per 0.1 s at most (a chart pixel is coarser)
+BASELINE_WINDOW_S = 20.0  # the automatic baseline: the first this-many seconds of steps
+CURRENT_WINDOW_S = 30.0  # "current" throughput: steps since the last change, this long at most
+MIN_MEASURE_S = 1.0  # shorter spans give no throughput figure
+
+
+class RingTable:
+    """Columns of floats in one preallocated array; appends are O(1) amortised.
+
+    When full, the oldest quarter is dropped by one block copy, so every column stays one
+    contiguous, time-ordered view (no wrap-around to stitch when reading).
+    """
+
+    def __init__(self, columns: tuple[str, ...], capacity: int) -> None:
+        if capacity < 4:
+            raise ValueError("capacity must be at least 4")
+        self.columns = columns
+        self.capacity = capacity
+        self._index = {name: i for i, name in enumerate(columns)}
+        self._data = np.full((len(columns), capacity), np.nan)
+        self._n = 0
+        self.dropped = 0  # rows discarded to make room, in all
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, row: tuple[float, ...]) -> None:
+        if self._n == self.capacity:
+            keep = self.capacity - self.capacity // 4
+            self._data[:, :keep] = self._data[:, self.capacity - keep:]  # numpy copes with the overlap
+            self._data[:, keep:] = np.nan
+            self.dropped += self.capacity - keep
+            self._n = keep
+        self._data[:, self._n] = row
+        self._n += 1
+
+    def column(self, name: str) -> np.ndarray:
+        """A read-only view (no copy) of the filled part of one column."""
+        view = self._data[self._index[name], : self._n]
+        view.flags.writeable = False
+        return view
+
+    def since(self, t_from: float | None) -> dict[str, np.ndarray]:
+        """Copies of every column from the last row before t_from on (so lines reach the edge)."""
+        start = 0
+        if t_from is not None and self._n:
+            start = max(int(np.searchsorted(self._data[0, : self._n], t_from, side="left")) - 1, 0)
+        return {name: self._data[i, start: self._n].copy() for i, name in enumerate(self.columns)}
+
+    def clear(self) -> None:
+        self._data[:] = np.nan
+        self._n = 0
+        self.dropped = 0
+
+    def to_lists(self) -> dict[str, list[float | None]]:
+        return {name: [_json_float(v) for v in self._data[i, : self._n]] for i, name in enumerate(self.columns)}
+
+    def load_lists(self, data: dict[str, list]) -> None:
+        self.clear()
+        n = len(data.get(self.columns[0], []))
+        if n > self.capacity:
+            raise ValueError(f"{n} rows do not fit a table of capacity {self.capacity}")
+        for i, name in enumerate(self.columns):
+            values = data.get(name, [None] * n)
+            self._data[i, :n] = [np.nan if v is None else float(v) for v in values]
+        self._n = n
+
+
+@dataclass(frozen=True)
+class Marker:
+    t_s: float
+    label: str
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    t_s: float
+    label: str
+    changes: tuple[str, ...]
+    config: dict
+
+
+@dataclass(frozen=True)
+class AdviceView:
+    """The advisor's latest figures (engine.spec.advisor.Advice, copied to plain values)."""
+
+    acceptance_rate: float
+    cost_ratio: float
+    speedup_by_k: tuple[float, ...]
+    recommended_k: int
+    pays_off: bool
+
+
+@dataclass(frozen=True)
+class Throughput:
+    tokens_per_s: float
+    t_from_s: float
+    t_to_s: float
+    num_tokens: int
+
+
+@dataclass
+class Snapshot:
+    """Copies of what the charts draw: never mutated by later recording."""
+
+    t_now_s: float
+    steps: dict[str, np.ndarray]
+    latency: dict[str, np.ndarray]
+    rates: dict[str, np.ndarray]
+    request_ids: list[str]
+    markers: list[Marker]
+    accepted_per_position: np.ndarray
+    drafted_per_position: np.ndarray
+    advice: AdviceView | None
+
+    @property
+    def acceptance_per_position(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.drafted_per_position > 0,
+                            self.accepted_per_position / np.maximum(self.drafted_per_position, 1), np.nan)
+
+
+@dataclass
+class _SpecWindow:
+    events: collections.deque = field(default_factory=collections.deque)  # (t, drafts, drafted, accepted)
+    drafts: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    def add(self, t: float, drafts: int, drafted: int, accepted: int, window_s: float) -> None:
+        if drafts:
+            self.events.append((t, drafts, drafted, accepted))
+            self.drafts += drafts
+            self.drafted += drafted
+            self.accepted += accepted
+        while self.events and self.events[0][0] <= t - window_s:
+            _, d, n, a = self.events.popleft()
+            self.drafts -= d
+            self.drafted -= n
+            self.accepted -= a
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.drafts = self.drafted = self.accepted = 0
+
+
+@dataclass
+class _RequestWindow:
+    """One request's emissions in its rate window: (t, tokens), oldest first; the oldest is
+    the reference point, so the running sum counts the tokens emitted after it."""
+
+    emissions: collections.deque = field(default_factory=collections.deque)
+    tokens_after_first: int = 0
+    count: int = 0  # emissions so far, in all
+    last_sample_s: float = -math.inf  # when its rate was last recorded
+
+
+class DashboardModel:
+    def __init__(self, *, t0: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 step_capacity: int = 1 << 17, rate_capacity: int = 1 << 17,
+                 latency_capacity: int = 1 << 14) -> None:
+        self._clock = clock
+        self.t0 = clock() if t0 is None else t0
+        self.steps = RingTable(STEP_COLUMNS, step_capacity)
+        self.latency = RingTable(LATENCY_COLUMNS, latency_capacity)
+        self.rates = RingTable(RATE_COLUMNS, rate_capacity)
+        self.request_ids: list[str] = []
+        self._request_index: dict[str, int] = {}
+        self._emissions: dict[str, _RequestWindow] = {}  # active requests' recent emissions
+        self._spec = _SpecWindow()
+        self.markers: list[Marker] = []
+        self.configs: list[ConfigRecord] = []
+        self.accepted_per_position = np.zeros(0, dtype=np.int64)
+        self.drafted_per_position = np.zeros(0, dtype=np.int64)
+        self.advice: AdviceView | None = None
+        self.num_finished = 0
+        self._frozen: Snapshot | None = None
+
+    # ------------------------------------------------------------------ time
+    def rel(self, t_monotonic: float) -> float:
+        return t_monotonic - self.t0
+
+    def now_s(self) -> float:
+        return self._clock() - self.t0
+
+    # ------------------------------------------------------------------ recording
+    def record_step(self, stats) -> None:
+        """One engine step (engine.metrics.StepStats)."""
+        t = self.rel(stats.timestamp_s)
+        accel = stats.accelerator_bytes
+        caches = stats.kv_cache_bytes + stats.prefix_cache_bytes
+        footprint = stats.rss_bytes + (accel or 0)
+        other = max(footprint - stats.weights_bytes - caches, 0)
+        spec = stats.spec
+        self._spec.add(t, spec.num_drafts, spec.num_draft_tokens, spec.num_accepted_tokens, SPEC_WINDOW_S)
+        w = self._spec
+        acceptance = w.accepted / w.drafted if w.drafted else math.nan
+        per_verify = (w.accepted + w.drafts) / w.drafts if w.drafts else math.nan
+        self.steps.append((
+            t, stats.tokens_per_s, stats.num_output_tokens, stats.batch_size, stats.num_waiting,
+            stats.weights_bytes, stats.kv_cache_bytes, stats.prefix_cache_bytes, other, stats.rss_bytes,
+            math.nan if accel is None else accel, acceptance, per_verify, stats.step_time_s,
+        ))
+        if spec.drafted_per_position:
+            self.accepted_per_position = _add_padded(self.accepted_per_position, spec.accepted_per_position)
+            self.drafted_per_position = _add_padded(self.drafted_per_position, spec.drafted_per_position)
+        advice = stats.spec_advice
+        self.advice = None if advice is None else AdviceView(
+            float(advice.acceptance_rate), float(advice.cost_ratio), tuple(float(s) for s in advice.speedup_by_k),
+            int(advice.recommended_k), bool(advice.pays_off))
+
+    def record_tokens(self, event) -> None:
+        """One emission of one request (engine.events.TokensGenerated): its rolling tokens/s.
+
+        The reference point is the newest emission at or before the window's start (else the
+        oldest one): the rate is the tokens emitted after it divided by the time since it.
+        No rate before the request's REQUEST_RATE_MIN_EMISSIONS-th emission, nor over a span
+        shorter than REQUEST_RATE_MIN_SPAN_S; at most one sample per REQUEST_RATE_MIN_INTERVAL_S.
+        """
+        if not event.token_ids:
+            return  # a text flush at the end, no tokens
+        rid = event.request_id
+        t = self.rel(event.timestamp_s)
+        n = len(event.token_ids)
+        state = self._emissions.get(rid)
+        if state is None:
+            state = self._emissions[rid] = _RequestWindow()
+        window = state.emissions
+        window.append((t, n))
+        state.count += 1
+        state.tokens_after_first += n if len(window) > 1 else 0
+        while len(window) > 2 and window[1][0] <= t - REQUEST_RATE_WINDOW_S:
+            window.popleft()
+            state.tokens_after_first -= window[0][1]  # the new reference's tokens came before it
+        if state.count < REQUEST_RATE_MIN_EMISSIONS or t - window[0][0] < REQUEST_RATE_MIN_SPAN_S:
+            return
+        if t - state.last_sample_s < REQUEST_RATE_MIN_INTERVAL_S - 1e-9:
+            return
+        state.last_sample_s = t
+        self.rates.append((t, self._index_of(rid), state.tokens_after_first / (t - window[0][0])))
+
+    def record_finished(self, event) -> None:
+        """A finished request (engine.events.RequestFinished): its latency figures at finish time."""
+        self._emissions.pop(event.request_id, None)
+        self.num_finished += 1
+        st = event.stats
+        if st.ttft_s is None:
+            return  # produced no token (error, cancelled before the first token)
+        self.latency.append((
+            self.rel(event.timestamp_s), self._index_of(event.request_id), st.ttft_s,
+            _nan(percentile(st.itl_s, 50)), _nan(percentile(st.itl_s, 95)), _nan(st.tpot_s), st.e2e_s,
+            st.completion_tokens,
+        ))
+
+    def record_config(self, event) -> None:
+        """A ConfigApplied: kept for the session; a marker when something changed."""
+        t = self.rel(event.timestamp_s)
+        changes = tuple(event.changes)
+        self.configs.append(ConfigRecord(t, event.label, changes, dict(event.config_dict)))
+        if changes:
+            self.record_marker(event.timestamp_s, ", ".join(changes))
+
+    def record_initial_config(self, config_dict: dict, label: str) -> None:
+        """The configuration in force when recording starts (no marker)."""
+        self.configs.append(ConfigRecord(0.0, label, (), dict(config_dict)))
+
+    def record_marker(self, t: float, label: str) -> None:
+        """A labelled change marker; t is a monotonic timestamp like the events'."""
+        self.markers.append(Marker(self.rel(t), label))
+
+    def _index_of(self, rid: str) -> int:
+        index = self._request_index.get(rid)
+        if index is None:
+            index = self._request_index[rid] = len(self.request_ids)
+            self.request_ids.append(rid)
+        return index
+
+    # ------------------------------------------------------------------ pause / reset
+    @property
+    def paused(self) -> bool:
+        return self._frozen is not None
+
+    def pause(self) -> None:
+        if self._frozen is None:
+            self._frozen = self._snapshot(None)
+
+    def resume(self) -> None:
+        self._frozen = None
+
+    def reset(self) -> None:
+        """Forget every series and marker; the time axis starts again at 0. Configs stay."""
+        self.t0 = self._clock()
+        for table in (self.steps, self.latency, self.rates):
+            table.clear()
+        self.request_ids.clear()
+        self._request_index.clear()
+        self._emissions.clear()
+        self._spec.clear()
+        self.markers.clear()
+        current = self.configs[-1] if self.configs else None
+        self.configs = [] if current is None else [ConfigRecord(0.0, current.label, (), current.config)]
+        self.accepted_per_position = np.zeros(0, dtype=np.int64)
+        self.drafted_per_position = np.zeros(0, dtype=np.int64)
+        self.advice = None
+        self.num_finished = 0
+        if self._frozen is not None:
+            self._frozen = self._snapshot(None)
+
+    # ------------------------------------------------------------------ reading
+    def display_now_s(self) -> float:
+        """The time the display is at: now, or the moment of the pause."""
+        return self.now_s() if self._frozen is None else self._frozen.t_now_s
+
+    def snapshot(self, window_s: float | None = None, *, t_from: float | None = None) -> Snapshot:
+        """The series to draw: from t_from, else the last window_s seconds, else everything kept
+        (one sample before the start is included, so lines reach the left edge).
+
+        While paused, the frozen copy taken at pause time, cut the same way."""
+        if t_from is None and window_s is not None:
+            t_from = self.display_now_s() - window_s
+        if self._frozen is None:
+            return self._snapshot(t_from)
+        snap = self._frozen
+        if t_from is None:
+            return snap
+        return Snapshot(snap.t_now_s, _cut(snap.steps, t_from), _cut(snap.latency, t_from), _cut(snap.rates, t_from),
+                        snap.request_ids, snap.markers, snap.accepted_per_position, snap.drafted_per_position,
+                        snap.advice)
+
+    def _snapshot(self, t_from: float | None) -> Snapshot:
+        return Snapshot(self.now_s(), self.steps.since(t_from), self.latency.since(t_from), self.rates.since(t_from),
+                        list(self.request_ids), list(self.markers), self.accepted_per_position.copy(),
+                        self.drafted_per_position.copy(), self.advice)
+
+    def throughput(self, t_from: float, t_to: float | None = None) -> Throughput | None:
+        """Committed output tokens per second over (t_from, t_to], from the step records.
+
+        A step's tokens were produced before its timestamp, so steps stamped in the interval
+        count and the interval's length is the denominator. t_to defaults to the last step.
+        """
+        t = self.steps.column("t_s")
+        if not len(t):
+            return None
+        end = float(t[-1]) if t_to is None else t_to
+        if end - t_from < MIN_MEASURE_S:
+            return None
+        lo = int(np.searchsorted(t, t_from, side="right"))
+        hi = int(np.searchsorted(t, end, side="right"))
+        if hi - lo < 2:
+            return None
+        tokens = int(np.nansum(self.steps.column("num_output_tokens")[lo:hi]))
+        return Throughput(tokens / (end - t_from), t_from, end, tokens)
+
+    def current_throughput(self, window_s: float = CURRENT_WINDOW_S) -> Throughput | None:
+        """The configuration in force now: since the last change marker, window_s at most."""
+        t = self.steps.column("t_s")
+        if not len(t):
+            return None
+        t_from = float(t[-1]) - window_s
+        if self.markers:
+            t_from = max(t_from, self.markers[-1].t_s)
+        return self.throughput(max(t_from, float(t[0])))
+
+    def auto_baseline(self, window_s: float = BASELINE_WINDOW_S) -> Throughput | None:
+        """The first window of steps before any configuration change (None until it is full,
+        or until a change closes it early)."""
+        t = self.steps.column("t_s")
+        if not len(t):
+            return None
+        start = float(t[0])
+        end = start + window_s
+        if self.markers and self.markers[0].t_s < end:
+            if self.markers[0].t_s <= start:
+                return None  # changed before anything was measured
+            return self.throughput(start, self.markers[0].t_s)
+        if float(t[-1]) < end:
+            return None
+        return self.throughput(start, end)
+
+    def mean_completion_tokens(self) -> float | None:
+        n = self.latency.column("completion_tokens")
+        return float(np.mean(n)) if len(n) else None
+
+    def config_label_at(self, t_s: float) -> str:
+        label = ""
+        for record in self.configs:
+            if record.t_s <= t_s:
+                label = record.label
+        return label
+
+    # ------------------------------------------------------------------ export / import
+    def to_csv(self) -> str:
+        """Every recorded sample as tidy CSV rows: time_s,series,request_id,value."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        tables = {"steps": self.steps, "latency": self.latency, "rates": self.rates}
+        for series, (table_name, column) in CSV_SERIES.items():
+            table = tables[table_name]
+            t = table.column("t_s")
+            v = table.column(column)
+            req = table.column("request") if "request" in table.columns else None
+            for i in np.flatnonzero(np.isfinite(v)):
+                rid = self.request_ids[int(req[i])] if req is not None else ""
+                writer.writerow((repr(float(t[i])), series, rid, repr(float(v[i]))))
+        return out.getvalue()
+
+    def to_session(self, extra: dict | None = None) -> dict:
+        return {
+            "format": SESSION_FORMAT,
+            "version": SESSION_VERSION,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "time_axis": "seconds since the session start",
+            "configs": [{"t_s": c.t_s, "label": c.label, "changes": list(c.changes), "config": c.config}
+                        for c in self.configs],
+            "markers": [{"t_s": m.t_s, "label": m.label} for m in self.markers],
+            "request_ids": list(self.request_ids),
+            "tables": {"steps": self.steps.to_lists(), "latency": self.latency.to_lists(),
+                       "rates": self.rates.to_lists()},
+            "spec": {
+                "accepted_per_position": self.accepted_per_position.tolist(),
+                "drafted_per_position": self.drafted_per_position.tolist(),
+                "advice": None if self.advice is None else {
+                    "acceptance_rate": self.advice.acceptance_rate, "cost_ratio": self.advice.cost_ratio,
+                    "speedup_by_k": list(self.advice.speedup_by_k), "recommended_k": self.advice.recommended_k,
+                    "pays_off": self.advice.pays_off},
+            },
+            "extra": extra or {},
+        }
+
+    def to_json(self, extra: dict | None = None) -> str:
+        return json.dumps(self.to_session(extra), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_session(cls, data: dict, **kwargs) -> DashboardModel:
+        """A model holding a saved session (to inspect or re-export it)."""
+        if data.get("format") != SESSION_FORMAT:
+            raise ValueError("not a dashboard session file")
+        if int(data.get("version", 0)) > SESSION_VERSION:
+            raise ValueError(f"session version {data.get('version')} is newer than this workbench reads")
+        model = cls(**kwargs)
+        tables = data.get("tables", {})
+        for name, table in (("steps", model.steps), ("latency", model.latency), ("rates", model.rates)):
+            table.load_lists(tables.get(name, {}))
+        model.request_ids = list(data.get("request_ids", []))
+        model._request_index = {rid: i for i, rid in enumerate(model.request_ids)}
+        model.markers = [Marker(float(m["t_s"]), str(m["label"])) for m in data.get("markers", [])]
+        model.configs = [ConfigRecord(float(c["t_s"]), c["label"], tuple(c["changes"]), dict(c["config"]))
+                         for c in data.get("configs", [])]
+        spec = data.get("spec", {})
+        model.accepted_per_position = np.asarray(spec.get("accepted_per_position", []), dtype=np.int64)
+        model.drafted_per_position = np.asarray(spec.get("drafted_per_position", []), dtype=np.int64)
+        advice = spec.get("advice")
+        if advice:
+            model.advice = AdviceView(advice["acceptance_rate"], advice["cost_ratio"],
+                                      tuple(advice["speedup_by_k"]), advice["recommended_k"], advice["pays_off"])
+        model.num_finished = len(model.latency)
+        return model
+
+    @classmethod
+    def from_json(cls, text: str, **kwargs) -> DashboardModel:
+        return cls.from_session(json.loads(text), **kwargs)
+
+
+def read_csv(text: str) -> dict[str, dict[str, list]]:
+    """Parse to_csv() output: series -> {'t': [...], 'value': [...], 'request_id': [...]}."""
+    reader = csv.reader(io.StringIO(text))
+    header = tuple(next(reader, ()))
+    if header != CSV_HEADER:
+        raise ValueError(f"unexpected CSV header {header!r}")
+    out: dict[str, dict[str, list]] = {}
+    for t, series, rid, value in reader:
+        entry = out.setdefault(series, {"t": [], "value": [], "request_id": []})
+        entry["t"].append(float(t))
+        entry["value"].append(float(value))
+        entry["request_id"].append(rid)
+    return out
+
+
+def _cut(columns: dict[str, np.ndarray], t_from: float) -> dict[str, np.ndarray]:
+    t = columns["t_s"]
+    start = max(int(np.searchsorted(t, t_from, side="left")) - 1, 0)
+    return {name: values[start:] for name, values in columns.items()}
+
+
+def _add_padded(total: np.ndarray, more: tuple[int, ...]) -> np.ndarray:
+    n = max(len(total), len(more))
+    out = np.zeros(n, dtype=np.int64)
+    out[: len(total)] += total
+    out[: len(more)] += np.asarray(more, dtype=np.int64)
+    return out
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _json_float(v: float) -> float | None:
+    return None if not math.isfinite(v) else float(v)

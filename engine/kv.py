@@ -160,6 +160,19 @@ class BatchKV:
         with torch.inference_mode():  # the mask is made in inference mode by the forward step
             idx = self.valid[b].nonzero().squeeze(1)
             self.valid[b, idx[-num_tokens:]] = False
+        self._trim_trailing_holes()
+
+    def _trim_trailing_holes(self) -> None:
+        """Drop columns at the end that no row uses (e.g. every row rejected its last drafts), so
+        a lone sequence keeps a hole-free cache and the model's plain causal path."""
+        if self.valid is None or self.valid.numel() == 0:
+            return
+        used = self.valid.any(dim=0).nonzero()
+        end = int(used[-1]) + 1 if used.numel() else 0
+        if end < self.valid.shape[1]:
+            self.keys = [k[:, :, :end] for k in self.keys]
+            self.values = [v[:, :, :end] for v in self.values]
+            self.valid = self.valid[:, :end]
 
     def clear(self) -> None:
         self.row_ids = []

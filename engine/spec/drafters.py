@@ -94,8 +94,11 @@ class ModelDrafter(Drafter):
 
     name = "draft"
 
+    SINGLE_THREAD_MAX_PARAMS = 10_000_000
+
     def __init__(self, model: torch.nn.Module, device: torch.device, pad_token_id: int, weights: int) -> None:
-        self.runner = ModelRunner(model, device, pad_token_id)
+        small = sum(p.numel() for p in model.parameters()) <= self.SINGLE_THREAD_MAX_PARAMS
+        self.runner = ModelRunner(model, device, pad_token_id, cpu_threads=1 if small else None)
         self._computed: dict[str, int] = {}  # tokens of each row held in the draft cache
         self._weights = weights
 

@@ -82,6 +82,7 @@ class EngineSession:
         self.engine = Engine(spec, config or EngineConfig()).start()
         self.info: ev.ModelInfo | None = None
         self.max_kv_bytes = 0
+        self.max_weights_bytes = 0
         self.peak_rss = 0
         while self.info is None:
             event = self.engine.events.get(timeout=600)
@@ -105,6 +106,7 @@ class EngineSession:
     def run(self, requests: list[GenerateRequest], stagger_s: float = 0.0) -> tuple[dict[str, ev.RequestFinished], float]:
         """Submit all requests (optionally spaced out), wait for all; returns (finished, wall seconds)."""
         self.max_kv_bytes = 0
+        self.max_weights_bytes = 0
         self.peak_rss = process_rss_bytes()
         t0 = time.perf_counter()
         ids = []
@@ -117,6 +119,7 @@ class EngineSession:
                 finished[event.request_id] = event
             elif isinstance(event, ev.StepCompleted):
                 self.max_kv_bytes = max(self.max_kv_bytes, event.stats.kv_cache_bytes)
+                self.max_weights_bytes = max(self.max_weights_bytes, event.stats.weights_bytes)
                 self.peak_rss = max(self.peak_rss, event.stats.rss_bytes)
         wall = time.perf_counter() - t0
         return {rid: finished[rid] for rid in ids}, wall
@@ -153,7 +156,7 @@ def engine_result(name: str, config: EngineConfig, session: EngineSession,
         itl_p50_s=percentile(itl, 50),
         itl_p95_s=percentile(itl, 95),
         peak_rss_bytes=session.peak_rss,
-        weights_bytes=session.info.weights_bytes,
+        weights_bytes=session.max_weights_bytes or session.info.weights_bytes,  # includes a draft model
         kv_cache_bytes=session.max_kv_bytes,
         completion_tokens=tokens,
         wall_s=wall_s,

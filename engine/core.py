@@ -11,7 +11,7 @@ import torch
 from engine import events as ev
 from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SpeculativeMode
 from engine.events import EngineState, FinishReason, TokenOrigin, now_s
-from engine.kv import PrefixCache
+from engine.kv import BatchKV, PrefixCache
 from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
 from engine.models import LoadedModel, ModelLoadError, load_model, resolve_dtype
 from engine.quant import load_plan
@@ -271,8 +271,7 @@ class EngineCore:
             rows.append(RowInput(seq.request_id, list(new) + list(draft), n_logits))
         t_fwd = time.perf_counter()
         if kv_on:
-            self._ensure_rows(plan)
-            logits = self.runner.step_cached(rows)
+            logits = self._forward_cached(plan, rows)
         else:
             logits = self.runner.step_uncached(rows)
         forward_s = time.perf_counter() - t_fwd
@@ -404,20 +403,28 @@ class EngineCore:
         if self.spec is not None:
             self.spec.forget(seq.request_id)
 
-    def _ensure_rows(self, plan) -> None:
+    def _forward_cached(self, plan, rows: list[RowInput]) -> dict[str, torch.Tensor]:
+        """Rows already in the batch cache step together; sequences joining this step are
+        prefilled in a forward of their own and then merged in. Computing a joiner's prompt
+        inside the running batch would pad every running row to the prompt's length."""
         kv = self.runner.kv
-        missing = [e.seq for e in plan.entries if e.seq.request_id not in kv.row_ids]
-        rows = []
-        for seq in missing:
-            st: ReqState = seq.state["r"]
-            stash = st.stash
-            st.stash = None
-            if stash is None or stash.num_tokens != seq.num_computed_tokens:
-                stash = None
-                # no usable cache: compute from the start (num_new_tokens was planned for that)
-            rows.append(stash)
-        if missing:
-            kv.add_rows([s.request_id for s in missing], rows)
+        joining = {e.seq.request_id for e in plan.entries if e.seq.request_id not in kv.row_ids}
+        logits = self.runner.step_cached([r for r in rows if r.row_id not in joining])
+        if joining:
+            staging = BatchKV()
+            seqs = [e.seq for e in plan.entries if e.seq.request_id in joining]
+            staging.add_rows([s.request_id for s in seqs], [self._take_stash(s) for s in seqs])
+            logits.update(self.runner.step_cached([r for r in rows if r.row_id in joining], kv=staging))
+            kv.add_rows([s.request_id for s in seqs], [staging.extract(s.request_id) for s in seqs])
+        return logits
+
+    def _take_stash(self, seq: Sequence):
+        """The cache a joining sequence brings (prefix hit or preemption), if it still fits."""
+        st: ReqState = seq.state["r"]
+        stash, st.stash = st.stash, None
+        if stash is None or stash.num_tokens != seq.num_computed_tokens:
+            return None  # none usable: the plan computes the sequence from its start
+        return stash
 
     def _maybe_compact(self) -> None:
         kv = self.runner.kv if self.runner else None

@@ -37,9 +37,39 @@ class RowKV:
 class BatchKV:
     def __init__(self) -> None:
         self.row_ids: list[str] = []
-        self.keys: list[torch.Tensor] = []  # per layer [B, H, W, D]
-        self.values: list[torch.Tensor] = []
+        # Per layer [B, H, capacity, D] buffers; the first `_len` columns are in use. Decode steps
+        # write into spare capacity instead of concatenating (which copies the whole cache).
+        self._kbuf: list[torch.Tensor] = []
+        self._vbuf: list[torch.Tensor] = []
+        self._len = self._vlen = 0
         self.valid: torch.Tensor | None = None  # [B, W] bool, always on the CPU (cheap host-side bookkeeping)
+
+    @property
+    def keys(self) -> list[torch.Tensor]:  # per layer [B, H, W, D] views
+        return [b[:, :, :self._len] for b in self._kbuf]
+
+    @keys.setter
+    def keys(self, tensors: list[torch.Tensor]) -> None:
+        self._kbuf = list(tensors)
+        self._len = tensors[0].shape[2] if tensors else 0
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        return [b[:, :, :self._vlen] for b in self._vbuf]
+
+    @values.setter
+    def values(self, tensors: list[torch.Tensor]) -> None:
+        # its own length, so `keys = f(keys); values = f(values)` works in either order
+        self._vbuf = list(tensors)
+        self._vlen = tensors[0].shape[2] if tensors else 0
+
+    def buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(zip(self._kbuf, self._vbuf))
+
+    def set_buffers(self, buffers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+        self._kbuf = [k for k, _ in buffers]
+        self._vbuf = [v for _, v in buffers]
+        self._len = self._vlen = length
 
     # ---- queries
     @property
@@ -56,8 +86,14 @@ class BatchKV:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the cache tensors (holes included: they are allocated memory)."""
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        """Bytes allocated for the cache tensors (holes and spare capacity included)."""
+        seen, total = set(), 0
+        for t in self._kbuf + self._vbuf:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        return total
 
     # ---- forward plumbing
     def key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -65,10 +101,9 @@ class BatchKV:
             return None
         return list(zip(self.keys, self.values))
 
-    def absorb(self, layers: list[tuple[torch.Tensor, torch.Tensor]], new_valid: torch.Tensor) -> None:
-        """After a forward: take the grown cache tensors and extend the mask with new_valid [B, T]."""
-        self.keys = [k for k, _ in layers]
-        self.values = [v for _, v in layers]
+    def absorb(self, buffers: list[tuple[torch.Tensor, torch.Tensor]], length: int, new_valid: torch.Tensor) -> None:
+        """After a forward: take the (possibly regrown) buffers and extend the mask with new_valid [B, T]."""
+        self.set_buffers(buffers, length)
         self.valid = new_valid if self.valid is None else torch.cat([self.valid, new_valid], dim=1)
 
     # ---- row management
@@ -176,7 +211,7 @@ class BatchKV:
 
     def clear(self) -> None:
         self.row_ids = []
-        self.keys, self.values, self.valid = [], [], None
+        self._kbuf, self._vbuf, self._len, self._vlen, self.valid = [], [], 0, 0, None
 
     # ---- hole management
     def hole_fraction(self) -> float:

@@ -48,17 +48,18 @@ class ModelRunner:
             torch.set_num_threads(before)
 
     @torch.inference_mode()
-    def step_cached(self, rows: list[RowInput]) -> dict[str, torch.Tensor]:
-        """Compute each row's new tokens on top of its cached ones.
+    def step_cached(self, rows: list[RowInput], kv: BatchKV | None = None) -> dict[str, torch.Tensor]:
+        """Compute each row's new tokens on top of its cached ones (in `kv`, default self.kv).
 
         Every row of the batch cache takes part; rows absent from `rows` compute nothing
         (their step columns become holes). Returns logits [num_logits, vocab] per row that asked.
         """
+        kv = self.kv if kv is None else kv
         by_id = {r.row_id: r for r in rows}
-        missing = [r.row_id for r in rows if r.row_id not in self.kv.row_ids]
+        missing = [r.row_id for r in rows if r.row_id not in kv.row_ids]
         if missing:
             raise KeyError(f"rows without a cache slot: {missing}")
-        order = self.kv.row_ids
+        order = kv.row_ids
         t = max((len(by_id[r].token_ids) for r in order if r in by_id), default=0)
         if t == 0:
             return {}
@@ -66,7 +67,7 @@ class ModelRunner:
         input_ids = torch.full((b, t), self.pad_token_id, dtype=torch.long)
         new_valid = torch.zeros((b, t), dtype=torch.bool)
         positions = torch.zeros((b, t), dtype=torch.long)
-        num_valid = self.kv.num_valid()
+        num_valid = kv.num_valid()
         for i, row_id in enumerate(order):
             row = by_id.get(row_id)
             if row is None or not row.token_ids:
@@ -76,13 +77,13 @@ class ModelRunner:
             input_ids[i, t - m:] = torch.tensor(row.token_ids, dtype=torch.long)
             new_valid[i, t - m:] = True
             positions[i, t - m:] = torch.arange(num_valid[i], num_valid[i] + m)
-        past = self.kv.key_values()
-        old_valid = self.kv.valid if self.kv.valid is not None else torch.zeros((b, 0), dtype=torch.bool)
+        past = kv.buffers() if kv.width else None
+        old_valid = kv.valid if kv.valid is not None else torch.zeros((b, 0), dtype=torch.bool)
         if bool(new_valid.all()) and bool(old_valid.all()):
             attention_mask = None  # no holes anywhere: the model's plain causal path is exact and fastest
         else:
             attention_mask = torch.cat([old_valid, new_valid], dim=1).long().to(self.device)
-        cache = self._wrap_cache(past)
+        cache = self._wrap_cache(past, kv.width)
         want = max((r.num_logits for r in rows), default=0)
         out = self._forward(
             input_ids=input_ids.to(self.device),
@@ -92,8 +93,7 @@ class ModelRunner:
             logits_to_keep=max(want, 1),
             **{self._cache_kw: cache},
         )
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        self.kv.absorb(layers, new_valid)
+        kv.absorb([_buffers_of(layer) for layer in cache.layers], kv.width + t, new_valid)
         logits = out.logits  # [batch, max(want,1), vocab]
         result: dict[str, torch.Tensor] = {}
         for i, row_id in enumerate(order):
@@ -102,19 +102,11 @@ class ModelRunner:
                 result[row_id] = logits[i, logits.shape[1] - row.num_logits:].float()
         return result
 
-    def _wrap_cache(self, past: list[tuple[torch.Tensor, torch.Tensor]] | None):
-        """A DynamicCache around our tensors without copying them (the forward appends once)."""
-        from transformers.cache_utils import DynamicLayer
-
+    def _wrap_cache(self, past: list[tuple[torch.Tensor, torch.Tensor]] | None, length: int):
+        """A DynamicCache whose layers write into our preallocated buffers (no per-step copy)."""
         cache = self._cache_cls()
-        try:
-            for k, v in past or []:
-                layer = DynamicLayer()
-                layer.lazy_initialization(k, v)
-                layer.keys, layer.values = k, v
-                cache.layers.append(layer)
-        except (TypeError, AttributeError):  # another transformers layout: let it copy once
-            return self._cache_cls(ddp_cache_data=past) if past else self._cache_cls()
+        for k, v in past or []:
+            cache.layers.append(BufferLayer(k, v, length))
         return cache
 
     @torch.inference_mode()
@@ -146,3 +138,48 @@ class ModelRunner:
             for i, row in enumerate(rows)
             if row.num_logits
         }
+
+
+def _buffers_of(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(layer, BufferLayer):
+        return layer.buf_k, layer.buf_v
+    return layer.keys, layer.values  # the first forward: the model created plain layers
+
+
+def _make_buffer_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class _BufferLayer(DynamicLayer):
+        """A cache layer over a [B, H, capacity, D] buffer: update() writes the new keys and
+        values in place and returns views of the used part, growing the buffer geometrically
+        when full (amortised O(new tokens) per step instead of O(cache) for torch.cat)."""
+
+        def __init__(self, buf_k: torch.Tensor, buf_v: torch.Tensor, length: int) -> None:
+            super().__init__()
+            self.buf_k, self.buf_v, self.length = buf_k, buf_v, length
+            self.dtype, self.device = buf_k.dtype, buf_k.device
+            self.is_initialized = True
+            self.keys, self.values = buf_k[:, :, :length], buf_v[:, :, :length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            need = self.length + key_states.shape[-2]
+            if need > self.buf_k.shape[2]:
+                cap = max(need, int(self.buf_k.shape[2] * 1.5) + 32)
+                self.buf_k = _grow(self.buf_k, self.length, cap)
+                self.buf_v = _grow(self.buf_v, self.length, cap)
+            self.buf_k[:, :, self.length:need] = key_states
+            self.buf_v[:, :, self.length:need] = value_states
+            self.length = need
+            self.keys, self.values = self.buf_k[:, :, :need], self.buf_v[:, :, :need]
+            return self.keys, self.values
+
+    return _BufferLayer
+
+
+def _grow(buf: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
+    new = buf.new_empty(buf.shape[0], buf.shape[1], capacity, buf.shape[3])
+    new[:, :, :used] = buf[:, :, :used]
+    return new
+
+
+BufferLayer = _make_buffer_layer_class()

@@ -56,7 +56,7 @@ def test_bench_writes_json_of_the_documented_shape(tiny_llama_dir, tmp_path):
                 "kv_cache_bytes", "completion_tokens", "outputs_match_reference", "config"):
         assert key in runs[0]
     assert runs[1]["outputs_match_reference"] is True
-    assert runs[0]["completion_tokens"] == runs[1]["completion_tokens"] == sum([32, 96, 48, 128, 64, 112, 40, 80])
+    assert runs[0]["completion_tokens"] == runs[1]["completion_tokens"] == 2 * sum([32, 96, 48, 128, 64, 112, 40, 80])
     assert len(csv_out.read_text().strip().splitlines()) == 4
 
 

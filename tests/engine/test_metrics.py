@@ -44,25 +44,37 @@ def test_spec_stats_rates():
 
 
 def test_kv_bytes_equal_the_cache_tensors(tiny_llama_dir):
-    engine, c = started_engine(tiny_llama_dir)
-    try:
-        rids = [engine.submit(GenerateRequest(prompt=p, sampling=greedy(2000, ignore_eos=True)))
-                for p in ("the quick brown fox", "a horse")]
-        pump(engine, c, lambda c: all(len(c.tokens[r]) >= 5 for r in rids))
-        kv = engine._core.runner.kv  # read while the engine is mid-request (tensors are replaced, not mutated)
-        tensors = list(kv.keys) + list(kv.values)
-        expected = sum(t.numel() * t.element_size() for t in tensors)
-        cfg = engine._core.loaded.model.config
+    """Driven step by step on this thread (EngineCore, no engine thread), so nothing moves while we look."""
+    import time
+
+    import torch
+
+    from engine.config import EngineConfig, ModelSpec
+    from engine.core import EngineCore
+    from engine.events import StepCompleted
+
+    events = []
+    core = EngineCore(events.append, EngineConfig(), ModelSpec(str(tiny_llama_dir)))
+    core.startup()
+    with torch.inference_mode():
+        for i, p in enumerate(("the quick brown fox", "a horse")):
+            core.add_request(GenerateRequest(prompt=p, sampling=greedy(40, ignore_eos=True), request_id=f"r{i}"),
+                             time.monotonic())
+        for _ in range(12):
+            core.step()
+        kv = core.runner.kv
+        allocated = sum(t.untyped_storage().nbytes() for pair in kv.buffers() for t in pair)
+        cfg = core.loaded.model.config
         head_dim = cfg.hidden_size // cfg.num_attention_heads
-        per_col = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4
-        assert expected == len(kv.row_ids) * kv.width * per_col
-        assert c.steps[-1].kv_cache_bytes > 0
-        for r in rids:
-            engine.abort(r)
-        wait_finished(engine, rids, c)
-        assert engine._core.runner.kv.nbytes == 0
-    finally:
-        engine.shutdown()
+        per_col = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4  # float32
+        used = len(kv.row_ids) * kv.width * per_col
+        assert kv.nbytes == allocated
+        assert used <= allocated <= 2 * used + len(kv.row_ids) * 64 * per_col  # bounded spare capacity
+        last = [e.stats for e in events if isinstance(e, StepCompleted)][-1]
+        assert last.kv_cache_bytes == allocated
+        while core.has_work():
+            core.step()
+        assert core.runner.kv.nbytes == 0
 
 
 def test_ttft_includes_queue_wait(tiny_llama_dir):

@@ -70,12 +70,16 @@ def main(argv=None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     settings = WorkbenchSettings(default_settings(data_dir))
     settings.set_theme_mode(ThemeMode(args.theme))
-    engine = Engine(model)
+    engine = Engine(model, collect_garbage=False)
     bridge = EngineBridge(engine)
     store = ConversationStore()
     draft = paths.bundled_draft_dir()
     window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
                         bundled_draft=draft if draft.is_dir() else None)
+    from app.gui import add_views
+
+    add_views(window, bridge, model,
+              str(draft) if draft.is_dir() else None)
     w, h = (int(x) for x in args.size.lower().split("x"))
     window.resize(w, h)
     window.chat.set_colour_tokens(args.colour_tokens)

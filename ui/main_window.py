@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -45,6 +46,7 @@ class MainWindow(QMainWindow):
         self.settings = settings if isinstance(settings, WorkbenchSettings) else WorkbenchSettings(settings)
         self._closed = False
 
+        self._views: list[QWidget] = []  # views added with add_tab
         self.themes = ThemeManager(self.settings.theme_mode(), self)
         self.themes.apply()
         self.probe = StallProbe(parent=self)
@@ -100,7 +102,15 @@ class MainWindow(QMainWindow):
             widget.setObjectName(f"{title.lower().replace(' ', '_')}_view")
         if not widget.accessibleName():
             widget.setAccessibleName(title)
-        return self.tabs.addTab(widget, title)
+        self._views.append(widget)
+        # a wide view (four compare columns) scrolls instead of forcing the window wider
+        scroller = QScrollArea()
+        scroller.setWidgetResizable(True)
+        scroller.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroller.setObjectName(f"{widget.objectName()}_scroll")
+        scroller.setAccessibleName(f"{title} tab")
+        scroller.setWidget(widget)
+        return self.tabs.addTab(scroller, title)
 
     def show_message(self, text: str, level: str = "error") -> None:
         self.banner.show_message(text, level)
@@ -201,8 +211,8 @@ class MainWindow(QMainWindow):
             self.settings.save_window(self.saveGeometry(), self.saveState())
             self.settings.sync()
             self.probe.stop()
-            for i in range(self.tabs.count()):
-                stop = getattr(self.tabs.widget(i), "shutdown", None)
+            for view in self._views:
+                stop = getattr(view, "shutdown", None)
                 if callable(stop):
                     stop()
             self.bridge.shutdown()

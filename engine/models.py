@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,11 @@ import torch
 
 from engine.config import DeviceKind, DType, ModelSpec, Quantisation
 from engine.events import ModelInfo
+
+
+# transformers' loading patches process-wide state (torch.nn.init functions, a default-device
+# mode): two loads at once on different threads (the chat engine and compare columns) can crash.
+LOAD_LOCK = threading.RLock()
 
 
 class ModelLoadError(Exception):
@@ -198,7 +204,8 @@ def load_model(
         kwargs["quantization_config"] = plan.bnb_config
         kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else device.type}
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        with LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(f"Could not load the weights of {name}: {exc}") from exc
     if plan.bnb_config is None:

@@ -43,7 +43,9 @@ def linear_input_sizes(model_config) -> dict[str, int]:
     """Names and in_features of every nn.Linear, from a meta-device instance (no weights read)."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
+    from engine.models import LOAD_LOCK
+
+    with LOAD_LOCK, torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
     return {name: m.in_features for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 

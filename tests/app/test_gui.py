@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QTimer
 
 from app import gui
-from tests.helpers.windows import QT_LOG_IGNORE
 from ui.qt_compat import apply_workarounds
 
 apply_workarounds()
@@ -47,25 +46,48 @@ def test_choose_model(tmp_path, monkeypatch):
     assert gui.choose_model(None, None) == str(paths.bundled_target_dir())
 
 
-@pytest.mark.qt_log_ignore(*QT_LOG_IGNORE)
-def test_run_gui_opens_the_window_and_exits_cleanly(qapp, monkeypatch, tmp_path, tiny_llama_dir):
-    from ui.main_window import MainWindow
+RUN_GUI_SCRIPT = """
+import json, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from app import gui
+from ui.main_window import MainWindow
 
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
-    seen = {}
+seen = {}
 
-    def close_when_loaded() -> None:
-        windows = [w for w in qapp.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        if windows and windows[0].bridge.model_info is not None:
-            seen["model"] = windows[0].bridge.model_info.name_or_path
-            seen["engine"] = windows[0].bridge._engine
-            windows[0].close()
-            qapp.quit()
-        else:
-            QTimer.singleShot(20, close_when_loaded)
+def close_when_loaded():
+    app = QApplication.instance()
+    windows = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+    if windows and windows[0].bridge.model_info is not None:
+        seen["model"] = windows[0].bridge.model_info.name_or_path
+        seen["engine"] = windows[0].bridge._engine
+        seen["tabs"] = [windows[0].tabs.tabText(i) for i in range(windows[0].tabs.count())]
+        windows[0].close()
+        app.quit()
+    else:
+        QTimer.singleShot(20, close_when_loaded)
 
-    QTimer.singleShot(0, close_when_loaded)
-    assert gui.run_gui(str(tiny_llama_dir)) == 0
-    assert seen["model"] == str(tiny_llama_dir)
-    assert not seen["engine"].is_alive
+QTimer.singleShot(0, close_when_loaded)
+rc = gui.run_gui(sys.argv[1])
+print(json.dumps({"rc": rc, "model": seen.get("model"), "tabs": seen.get("tabs"),
+                  "engine_alive": seen["engine"].is_alive if "engine" in seen else None}))
+"""
+
+
+def test_run_gui_opens_the_window_and_exits_cleanly(tmp_path, tiny_llama_dir):
+    """In a child process: app.exec() and quit() would leave this test process's QApplication
+    unable to run the event loops later tests need."""
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ, WORKBENCH_DATA_DIR=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", RUN_GUI_SCRIPT, str(tiny_llama_dir)], env=env,
+                         capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0
+    assert result["model"] == str(tiny_llama_dir)
+    assert result["tabs"] == ["Chat", "Compare", "Dashboard"]
+    assert result["engine_alive"] is False
     assert (tmp_path / "conversations.sqlite3").is_file() and (tmp_path / "settings.ini").is_file()

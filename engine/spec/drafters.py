@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +27,12 @@ class Draft:
     probs: torch.Tensor | None  # [k, vocab] draft distribution, None for deterministic drafters
 
 
-class Drafter:
+class Drafter(abc.ABC):
     name = "drafter"
 
+    @abc.abstractmethod
     def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, Draft]:
-        raise NotImplementedError
+        """Up to `k` draft tokens for each request (rows may get fewer, or none)."""
 
     def observe(self, row_id: str, num_drafted: int, num_accepted: int) -> None:
         """Called after verification with how many of the proposed tokens were accepted."""

@@ -31,6 +31,11 @@ class LoadPlan:
 
 
 def bitsandbytes_version() -> str | None:
+    import logging
+
+    # bitsandbytes logs a warning at import when the optional `kernels` package (a faster CPU
+    # 4-bit path) is missing; its own fallback works, so keep start-up quiet.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         import bitsandbytes
 

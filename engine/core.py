@@ -82,10 +82,10 @@ class EngineCore:
 
         try:
             loaded = load_model(spec, self.config.quantisation, progress)
-        except (ModelLoadError, Exception) as exc:  # noqa: BLE001 - any load failure keeps the old model
+        except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model
             message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             self.emit(ev.EngineErrorEvent(message=message, where="load"))
-            self.emit(ev.StateChanged(EngineState.IDLE if self.loaded else EngineState.IDLE, "load failed"))
+            self.emit(ev.StateChanged(EngineState.IDLE, "load failed"))
             return
         # A different model means different token ids: requests in flight cannot continue.
         self.cancel_all("model changed")

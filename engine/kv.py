@@ -96,11 +96,6 @@ class BatchKV:
         return total
 
     # ---- forward plumbing
-    def key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        if not self.keys or self.width == 0:
-            return None
-        return list(zip(self.keys, self.values))
-
     def absorb(self, buffers: list[tuple[torch.Tensor, torch.Tensor]], length: int, new_valid: torch.Tensor) -> None:
         """After a forward: take the (possibly regrown) buffers and extend the mask with new_valid [B, T]."""
         self.set_buffers(buffers, length)

@@ -9,8 +9,6 @@ the weights under the others); the pool refuses such configurations up front.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
-
 from engine.config import EngineConfig, ModelSpec, Quantisation
 from engine.engine import Engine
 from engine.models import LoadedModel, load_model
@@ -48,6 +46,3 @@ class EnginePool:
         self._models.clear()
         return ok
 
-
-def fixed_quantisation(config: EngineConfig, level: Quantisation) -> EngineConfig:
-    return replace(config, quantisation=level)

@@ -48,7 +48,3 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     probs = filtered_probs(logits, params).cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
 
-
-def sample_from_probs(probs: torch.Tensor, generator: torch.Generator) -> int:
-    """probs: [vocab] -> one token id."""
-    return int(torch.multinomial(probs.float().cpu(), 1, generator=generator))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
+import typing
 from dataclasses import dataclass, field, replace
 
 
@@ -47,6 +50,12 @@ class BatchingConfig:
     token_budget: int = 2048  # tokens computed per step, all rows together
 
     def __post_init__(self) -> None:
+        _check_int("max_batch_size", self.max_batch_size)
+        _check_int("token_budget", self.token_budget)
+        if not isinstance(self.enabled, bool):
+            raise ValueError("batching.enabled must be true or false")
+        if self.max_batch_size > 256:
+            raise ValueError("max_batch_size must be at most 256")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.token_budget < 1:
@@ -67,8 +76,19 @@ class SpeculativeConfig:
     ngram_min: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mode, SpeculativeMode):
+            raise ValueError(f"speculative mode must be a SpeculativeMode, got {self.mode!r}")
+        _check_int("num_draft_tokens", self.num_draft_tokens)
+        _check_int("ngram_max", self.ngram_max)
+        _check_int("ngram_min", self.ngram_min)
         if not 1 <= self.num_draft_tokens <= 16:
             raise ValueError("num_draft_tokens must be between 1 and 16")
+        if not 1 <= self.ngram_min <= self.ngram_max <= 16:
+            raise ValueError("n-gram sizes must satisfy 1 <= ngram_min <= ngram_max <= 16")
+        if not isinstance(self.adaptive, bool):
+            raise ValueError("adaptive must be true or false")
+        if self.draft_model is not None and (not isinstance(self.draft_model, str) or not self.draft_model):
+            raise ValueError("draft_model must be a path or hub id")
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,15 @@ class EngineConfig:
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     prefix_cache_max_bytes: int = 256 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        for name, kind in (("kv_cache", KVCacheMode), ("quantisation", Quantisation),
+                           ("batching", BatchingConfig), ("speculative", SpeculativeConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        _check_int("prefix_cache_max_bytes", self.prefix_cache_max_bytes)
+        if self.prefix_cache_max_bytes < 0:
+            raise ValueError("prefix_cache_max_bytes must be >= 0")
+
     def with_(self, **changes) -> "EngineConfig":
         return replace(self, **changes)
 
@@ -104,41 +133,71 @@ class EngineConfig:
         return f"kv {self.kv_cache.value} · {batch} · {self.quantisation.value} · {spec_label}"
 
     def to_dict(self) -> dict:
-        return {
-            "kv_cache": self.kv_cache.value,
-            "batching": {
-                "enabled": self.batching.enabled,
-                "max_batch_size": self.batching.max_batch_size,
-                "token_budget": self.batching.token_budget,
-            },
-            "quantisation": self.quantisation.value,
-            "speculative": {
-                "mode": self.speculative.mode.value,
-                "num_draft_tokens": self.speculative.num_draft_tokens,
-                "adaptive": self.speculative.adaptive,
-                "draft_model": self.speculative.draft_model,
-            },
-        }
+        """Plain JSON-able values, derived from the fields (enums by value, nested dicts)."""
+        return _to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EngineConfig":
-        b = data.get("batching", {})
-        s = data.get("speculative", {})
-        return cls(
-            kv_cache=KVCacheMode(data.get("kv_cache", "on")),
-            batching=BatchingConfig(
-                enabled=bool(b.get("enabled", True)),
-                max_batch_size=int(b.get("max_batch_size", 8)),
-                token_budget=int(b.get("token_budget", 2048)),
-            ),
-            quantisation=Quantisation(data.get("quantisation", "none")),
-            speculative=SpeculativeConfig(
-                mode=SpeculativeMode(s.get("mode", "off")),
-                num_draft_tokens=int(s.get("num_draft_tokens", 4)),
-                adaptive=bool(s.get("adaptive", False)),
-                draft_model=s.get("draft_model"),
-            ),
-        )
+        """The inverse of to_dict; missing keys take their defaults, unknown keys are refused."""
+        return _from_plain(cls, data)
+
+
+def _to_plain(obj):
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return obj
+
+
+def _from_plain(cls, data):
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        target = args[0] if args and value is not None else hint
+        if value is None and type(None) in typing.get_args(hint):
+            kwargs[name] = None
+        elif isinstance(target, type) and issubclass(target, enum.Enum):
+            kwargs[name] = target(value)
+        elif dataclasses.is_dataclass(target):
+            kwargs[name] = _from_plain(target, value)
+        elif target is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{cls.__name__}.{name}: expected true/false, got {value!r}")
+            kwargs[name] = value
+        elif target is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{cls.__name__}.{name}: expected an integer, got {value!r}")
+            kwargs[name] = value
+        elif target is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{cls.__name__}.{name}: expected text, got {value!r}")
+            kwargs[name] = value
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+MIN_TEMPERATURE = 1e-3  # below this, logits / T overflows float32: use 0 (greedy)
+MAX_TEMPERATURE = 100.0
+
+
+def _check_number(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -152,14 +211,35 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        # every field is untrusted (CLI, GUI, HTTP): refuse what would break a step later
+        _check_number("temperature", self.temperature)
+        _check_number("top_p", self.top_p)
+        _check_int("top_k", self.top_k)
+        _check_int("max_new_tokens", self.max_new_tokens)
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
+        if 0 < self.temperature < MIN_TEMPERATURE or self.temperature > MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if self.seed is not None:
+            _check_int("seed", self.seed)
+            if not 0 <= self.seed < 2**63:
+                raise ValueError("seed must be between 0 and 2**63 - 1")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)  # one stop string, not its characters
+        if not isinstance(stop, (tuple, list)) or not all(isinstance(x, str) for x in stop):
+            raise ValueError("stop must be a list of strings")
+        if any(x == "" for x in stop):
+            raise ValueError("a stop string must not be empty")
+        object.__setattr__(self, "stop", tuple(stop))
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError("ignore_eos must be true or false")
 
     @property
     def greedy(self) -> bool:
@@ -181,3 +261,43 @@ class GenerateRequest:
         given = sum(x is not None for x in (self.prompt, self.messages, self.prompt_token_ids))
         if given != 1:
             raise ValueError("give exactly one of prompt, messages or prompt_token_ids")
+        if not isinstance(self.sampling, SamplingParams):
+            raise ValueError("sampling must be SamplingParams")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise ValueError("prompt must be text")
+        if self.messages is not None:
+            object.__setattr__(self, "messages", _normalise_messages(self.messages))
+        if self.prompt_token_ids is not None:
+            ids = self.prompt_token_ids
+            if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+                raise ValueError("prompt_token_ids must be a list of integers")
+            ids = tuple(ids)
+            if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids):
+                raise ValueError("prompt_token_ids must be non-negative integers")
+            object.__setattr__(self, "prompt_token_ids", ids)
+        if self.request_id is not None and (not isinstance(self.request_id, str) or not self.request_id):
+            raise ValueError("request_id must be non-empty text")
+        if not isinstance(self.tag, str):
+            raise ValueError("tag must be text")
+
+
+def _normalise_messages(messages) -> tuple[tuple[str, str], ...]:
+    """(role, content) pairs or {"role", "content"} mappings -> pairs of text; refuse the rest."""
+    if isinstance(messages, (str, bytes, dict)) or not hasattr(messages, "__iter__"):
+        raise ValueError("messages must be a list of (role, content) pairs")
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, dict):
+            role, content = m.get("role"), m.get("content")
+        elif isinstance(m, (tuple, list)) and len(m) == 2:
+            role, content = m
+        else:
+            raise ValueError(f"message {i} must be a (role, content) pair or a {{role, content}} mapping")
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"message {i}: role must be non-empty text, got {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be text, got {type(content).__name__}")
+        out.append((role, content))
+    if not out:
+        raise ValueError("messages must not be empty")
+    return tuple(out)

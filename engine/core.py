@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -13,7 +14,7 @@ from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec,
 from engine.events import EngineState, FinishReason, TokenOrigin, now_s
 from engine.kv import BatchKV, PrefixCache
 from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
-from engine.models import LoadedModel, ModelLoadError, load_model, resolve_dtype
+from engine.models import LoadedModel, ModelLoadError, context_length, embedding_rows, load_model, resolve_dtype
 from engine.quant import load_plan
 from engine.prompts import encode_request
 from engine.runner import ModelRunner, RowInput
@@ -42,6 +43,7 @@ class ReqState:
     prefill_time_s: float = 0.0
     spec: SpecStats = field(default_factory=SpecStats)
     stash: object = None  # RowKV kept while preempted / found in the prefix cache
+    config_spans: list[ev.ConfigSpan] = field(default_factory=list)  # every config it ran under
 
 
 class EngineCore:
@@ -55,7 +57,9 @@ class EngineCore:
         self.scheduler = Scheduler(config.batching, chunked_prefill=config.kv_cache is not KVCacheMode.OFF)
         self.prefix_cache = PrefixCache(config.prefix_cache_max_bytes)
         self.rate = SlidingRate(5.0)
-        self.stop_requested = False
+        self.stop_event = threading.Event()  # set by Engine.shutdown from another thread
+        self._suspects: set[str] = set()  # requests of a failed batched step, stepped one at a time
+        self._plan_ids: tuple[str, ...] = ()  # requests of the step in progress
         self.collect_garbage = True  # False when hosted by a GUI that collects on its own thread
         self.spec = None  # engine.spec.SpecDecoder when speculative decoding is on
         self._seqs: dict[str, Sequence] = {}
@@ -78,19 +82,19 @@ class EngineCore:
         self.emit(ev.StateChanged(EngineState.LOADING, spec.name_or_path))
 
         def progress(fraction: float, message: str) -> None:
-            self.emit(ev.LoadProgress(what="model", fraction=fraction, message=message))
+            self.emit(ev.LoadProgress(what=ev.LoadTarget.MODEL, fraction=fraction, message=message))
 
         try:
             loaded = load_model(spec, self.config.quantisation, progress)
         except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model
             message = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-            self.emit(ev.EngineErrorEvent(message=message, where="load"))
+            self.emit(ev.EngineErrorEvent(message=message, where=ev.ErrorSite.LOAD))
             self.emit(ev.StateChanged(EngineState.IDLE, "load failed"))
             return
         # A different model means different token ids: requests in flight cannot continue.
         self.cancel_all("model changed")
         self._install(loaded)
-        self.emit(ev.LoadProgress(what="model", fraction=1.0, message="loaded"))
+        self.emit(ev.LoadProgress(what=ev.LoadTarget.MODEL, fraction=1.0, message="loaded"))
         self.emit(ev.ModelLoaded(info=loaded.info))
         self._configure_spec_after_load()
 
@@ -102,7 +106,7 @@ class EngineCore:
                 self.spec = configure_spec(self, EngineConfig(), self.config)
             except Exception as exc:  # noqa: BLE001 - a bad draft must not take the target down
                 self.config = self.config.with_(speculative=EngineConfig().speculative)
-                self.emit(ev.EngineErrorEvent(message=f"speculative decoding turned off: {exc}", where="config"))
+                self.emit(ev.EngineErrorEvent(message=f"speculative decoding turned off: {exc}", where=ev.ErrorSite.CONFIG))
         self.emit(ev.StateChanged(EngineState.IDLE, "model loaded"))
 
     def _install(self, loaded: LoadedModel) -> None:
@@ -118,21 +122,34 @@ class EngineCore:
 
     # ------------------------------------------------------------------ commands
     def add_request(self, request: GenerateRequest, submitted_s: float) -> None:
+        """Admit a request, or end it at once with one clear error; never raises."""
+        try:
+            seq = self._make_sequence(request, submitted_s)
+        except Exception as exc:  # noqa: BLE001 - a bad request ends alone, with its reason
+            message = str(exc) if isinstance(exc, (ValueError, ModelLoadError)) else f"{type(exc).__name__}: {exc}"
+            self.refuse(request, submitted_s, message)
+            return
+        self._seqs[seq.request_id] = seq
+        self.scheduler.add(seq)
+        self.emit(ev.RequestQueued(request_id=seq.request_id, prompt_tokens=len(seq.prompt_ids), tag=request.tag))
+
+    def _make_sequence(self, request: GenerateRequest, submitted_s: float) -> Sequence:
         rid = request.request_id
         if self.loaded is None:
-            self._finish_unstarted(request, submitted_s, "no model is loaded")
-            return
+            raise ValueError("no model is loaded")
+        if rid in self._seqs:
+            raise ValueError(f"request id {rid!r} is already in use")
         tok = self.loaded.tokenizer
         try:
             prompt_ids = encode_request(request, tok)
-        except (ValueError, TypeError, KeyError) as exc:
-            self._finish_unstarted(request, submitted_s, f"could not build the prompt: {exc}")
-            return
+        except Exception as exc:  # noqa: BLE001 - chat templates raise anything (TemplateError, ...)
+            raise ValueError(f"could not build the prompt: {type(exc).__name__}: {exc}") from exc
+        rows = embedding_rows(self.loaded.model)
+        if rows is not None and prompt_ids and max(prompt_ids) >= rows:
+            raise ValueError(f"prompt token id {max(prompt_ids)} is outside the model's vocabulary (0..{rows - 1})")
         max_ctx = self._max_context()
         if max_ctx and len(prompt_ids) >= max_ctx:
-            self._finish_unstarted(request, submitted_s,
-                                   f"prompt is {len(prompt_ids)} tokens; the model's context is {max_ctx}")
-            return
+            raise ValueError(f"prompt is {len(prompt_ids)} tokens; the model's context is {max_ctx}")
         eos = tok.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
         gen_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
@@ -144,11 +161,13 @@ class EngineCore:
             stream=TextStream(tok, stop=tuple(request.sampling.stop)),
             generator=make_generator(request.sampling.seed, self.loaded.device),
             eos_ids=eos_ids,
+            config_spans=[ev.ConfigSpan(0, self.config.describe())],
         )
-        seq = Sequence(request_id=rid, prompt_ids=list(prompt_ids), state={"r": state})
-        self._seqs[rid] = seq
-        self.scheduler.add(seq)
-        self.emit(ev.RequestQueued(request_id=rid, prompt_tokens=len(prompt_ids), tag=request.tag))
+        return Sequence(request_id=rid, prompt_ids=list(prompt_ids), state={"r": state})
+
+    def refuse(self, request: GenerateRequest, submitted_s: float, error: str) -> None:
+        """End a request that never started with its one terminal event."""
+        self._finish_unstarted(request, submitted_s, error)
 
     def _finish_unstarted(self, request: GenerateRequest, submitted_s: float, error: str) -> None:
         t = now_s()
@@ -166,7 +185,7 @@ class EngineCore:
     def apply_config(self, new: EngineConfig) -> None:
         old = self.config
         if new == old:
-            self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=()))
+            self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=(), config=new))
             return
         changes = describe_changes(old, new)
         if new.quantisation is not old.quantisation and self.loaded is not None:
@@ -185,7 +204,20 @@ class EngineCore:
             self._drop_cache()
         if new.kv_cache is not KVCacheMode.PREFIX:
             self.prefix_cache.clear()
-        self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=changes))
+        self._mark_config_spans()
+        self.emit(ev.ConfigApplied(config_dict=new.to_dict(), label=new.describe(), changes=changes, config=new))
+
+    def _mark_config_spans(self) -> None:
+        label = self.config.describe()
+        for seq in self._seqs.values():
+            spans = seq.state["r"].config_spans
+            first = len(seq.output_ids)
+            if spans and spans[-1].label == label:
+                continue
+            if spans and spans[-1].first_token == first:
+                spans.pop()  # nothing ran under the previous one
+            if not spans or spans[-1].label != label:
+                spans.append(ev.ConfigSpan(first, label))
 
     def _requantise(self, new: EngineConfig) -> None:
         """Load the weights at the new level; requests in flight pause and re-prefill after."""
@@ -196,23 +228,16 @@ class EngineCore:
         self.emit(ev.StateChanged(EngineState.LOADING, f"quantising to {new.quantisation.value}"))
 
         def progress(fraction: float, message: str) -> None:
-            self.emit(ev.LoadProgress(what="quantise", fraction=fraction, message=message))
+            self.emit(ev.LoadProgress(what=ev.LoadTarget.QUANTISE, fraction=fraction, message=message))
 
-        # free the old weights first so peak memory stays near one copy
-        self._drop_cache()
-        self.runner = None
-        old_level = self.loaded.quantisation
-        # drop our references only: weights shared with other engines (engine.pool) stay alive there
-        self.loaded = None
-        _free_memory(self.collect_garbage)
-        try:
-            loaded = load_model(spec, new.quantisation, progress)
-        except Exception:
-            # put the previous level back so the engine keeps serving, then report
-            loaded = load_model(spec, old_level, progress)
-            self._install(loaded)
-            self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
-            raise
+        if _room_for_second_copy(self.loaded.info.weights_bytes, self.loaded.device):
+            # keep serving on what is loaded until the new weights are in: a failed load changes nothing
+            try:
+                loaded = load_model(spec, new.quantisation, progress)
+            finally:
+                self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
+        else:
+            loaded = self._reload_in_place(spec, new, progress)
         self._install(loaded)
         self.emit(ev.ModelLoaded(info=loaded.info))
         if loaded.skipped_modules:
@@ -220,8 +245,33 @@ class EngineCore:
                 message=f"{new.quantisation.value}: kept {len(loaded.skipped_modules)} layers in full precision "
                         f"(input size not a multiple of 64): {', '.join(loaded.skipped_modules[:4])}"
                         + ("…" if len(loaded.skipped_modules) > 4 else ""),
-                where="config"))
+                where=ev.ErrorSite.CONFIG))
         self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
+
+    def _reload_in_place(self, spec: ModelSpec, new: EngineConfig, progress) -> LoadedModel:
+        """Too little memory for two copies: free the old weights first. If neither the new nor
+        the old level loads again (the directory moved), end the requests in flight clearly."""
+        self._drop_cache()
+        self.runner = None
+        old_level = self.loaded.quantisation
+        # drop our references only: weights shared with other engines (engine.pool) stay alive there
+        self.loaded = None
+        _free_memory(self.collect_garbage)
+        try:
+            return load_model(spec, new.quantisation, progress)
+        except Exception as first:
+            try:
+                self._install(load_model(spec, old_level, progress))
+            except Exception as second:  # noqa: BLE001 - nothing to serve on: say so to everyone waiting
+                self.spec = None
+                for seq in list(self._seqs.values()):
+                    self._finish(seq, FinishReason.ERROR,
+                                 error=f"the model could not be reloaded after a failed quantisation: {second}")
+                self.emit(ev.StateChanged(EngineState.IDLE, "no model loaded"))
+                raise ModelLoadError(f"quantising failed ({first}) and the previous weights could not be "
+                                     f"reloaded ({second}); load a model") from first
+            self.emit(ev.StateChanged(EngineState.RUNNING if self.scheduler.has_work() else EngineState.IDLE))
+            raise
 
     def _apply_speculative(self, old: EngineConfig, new: EngineConfig) -> None:
         self.spec = configure_spec(self, old, new)
@@ -239,16 +289,31 @@ class EngineCore:
         for seq in list(self._seqs.values()):
             self._finish(seq, FinishReason.CANCELLED, error=why or None)
 
-    def fail_all(self, message: str, details: str = "") -> None:
-        """An exception escaped a step: end every request with an error and drop the cache."""
-        self.emit(ev.EngineErrorEvent(message=message, where="engine"))
-        for seq in list(self._seqs.values()):
-            self._finish(seq, FinishReason.ERROR, error=message)
-        if self.runner is not None:
-            self.runner.kv.clear()
+    def step_failed(self, exc: BaseException, details: str = "") -> None:
+        """An exception escaped a step. Fail only the request that caused it: a step of one
+        request fails that request; a batched step's requests are stepped one at a time until
+        the culprit fails alone (the others go on). The cache may be half-written: drop it."""
+        message = f"{type(exc).__name__}: {exc}"
+        live = [rid for rid in self._plan_ids if rid in self._seqs]
+        self._plan_ids = ()
+        self._drop_cache()
+        if len(live) == 1:
+            self._suspects.discard(live[0])
+            self.emit(ev.EngineErrorEvent(message=f"request {live[0]} failed: {message}", where=ev.ErrorSite.ENGINE))
+            self._finish(self._seqs[live[0]], FinishReason.ERROR, error=message)
+        elif live:
+            self._suspects.update(live)
+            self.emit(ev.EngineErrorEvent(
+                message=f"a batched step failed ({message}); running its {len(live)} requests one at a time "
+                        "to find the one that caused it", where=ev.ErrorSite.ENGINE))
+        else:
+            self.emit(ev.EngineErrorEvent(message=message, where=ev.ErrorSite.ENGINE))
+        self.scheduler.max_batch_override = 1 if self._suspects else None
 
     # ------------------------------------------------------------------ the step
     def step(self) -> None:
+        if self.stop_event.is_set():
+            return
         t0 = time.perf_counter()
         kv_on = self.config.kv_cache is not KVCacheMode.OFF
         if kv_on and self.config.kv_cache is KVCacheMode.PREFIX:
@@ -258,7 +323,8 @@ class EngineCore:
             self._stash(seq)
         if not plan:
             return
-        drafts = self.spec.propose(plan, kv_on, self._draft_room) if self.spec is not None else {}
+        self._plan_ids = tuple(e.seq.request_id for e in plan.entries)
+        drafts = self._propose(plan, kv_on)
         rows = []
         for entry in plan.entries:
             seq = entry.seq
@@ -310,10 +376,33 @@ class EngineCore:
         if self.spec is not None:
             self.spec.after_step(forward_s)
         self.rate.add(t_emit, committed)
+        self._plan_ids = ()
+        if self._suspects:
+            self._suspects.difference_update(e.seq.request_id for e in plan.entries)
+            self._suspects.intersection_update(self._seqs)
+            if not self._suspects:
+                self.scheduler.max_batch_override = None  # culprit gone or never found: batch again
         self._maybe_compact()
         step_s = time.perf_counter() - t0
         self.emit(ev.StepCompleted(stats=self._step_stats(t_emit, step_s, len(plan.entries), prefill_tokens,
                                                           committed, step_spec)))
+
+    def _propose(self, plan, kv_on: bool) -> dict[str, list[int]]:
+        """Drafts for this step; a drafter that fails turns speculation off, not the requests."""
+        if self.spec is None:
+            return {}
+        try:
+            return self.spec.propose(plan, kv_on, self._draft_room)
+        except Exception as exc:  # noqa: BLE001 - the target can go on without drafts
+            self.spec.reset()
+            self.spec = None
+            self.config = self.config.with_(speculative=EngineConfig().speculative)
+            self._mark_config_spans()
+            self.emit(ev.EngineErrorEvent(message=f"speculative decoding turned off: the drafter failed "
+                                                  f"({type(exc).__name__}: {exc})", where=ev.ErrorSite.CONFIG))
+            self.emit(ev.ConfigApplied(config_dict=self.config.to_dict(), label=self.config.describe(),
+                                       changes=("spec off",), config=self.config))
+            return {}
 
     def _draft_room(self, seq: Sequence) -> int:
         """Draft no more tokens than the request may still emit or the context can hold."""
@@ -381,7 +470,8 @@ class EngineCore:
         )
         self.emit(ev.RequestFinished(request_id=rid, reason=reason, text=st.stream.text,
                                      token_ids=tuple(seq.output_ids), stats=stats,
-                                     config_label=self.config.describe(), error=error, tag=st.request.tag))
+                                     config_label=self.config.describe(), error=error, tag=st.request.tag,
+                                     config_spans=tuple(st.config_spans)))
 
     # ------------------------------------------------------------------ cache helpers
     def _lookup_prefixes(self) -> None:
@@ -432,8 +522,7 @@ class EngineCore:
             kv.compact()
 
     def _max_context(self) -> int | None:
-        cfg = self.loaded.model.config if self.loaded else None
-        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        return context_length(self.loaded.model.config) if self.loaded else None
 
     def _step_stats(self, t: float, step_s: float, batch: int, prefill: int, committed: int,
                     spec: SpecStats) -> StepStats:
@@ -473,6 +562,19 @@ def describe_changes(old: EngineConfig, new: EngineConfig) -> tuple[str, ...]:
         else:
             out.append(f"spec {s.mode.value} " + ("adaptive" if s.adaptive else f"k={s.num_draft_tokens}"))
     return tuple(out)
+
+
+def _room_for_second_copy(weights_bytes: int, device: torch.device) -> bool:
+    """Whether a second copy of the weights fits beside the first (with a margin)."""
+    try:
+        if device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(device)
+            return free > 2 * weights_bytes + (512 << 20)
+        import psutil
+
+        return psutil.virtual_memory().available > 2 * weights_bytes + (512 << 20)
+    except Exception:  # noqa: BLE001 - unknown: take the frugal path
+        return False
 
 
 def _free_memory(collect_garbage: bool = True) -> None:

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine import events as ev
 from engine.config import EngineConfig, GenerateRequest, ModelSpec
@@ -25,9 +25,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Cmd:
-    kind: str  # submit | abort | config | load | stop
-    payload: object = None
+class _Submit:
+    request: GenerateRequest
+    submitted_s: float
+
+
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class _Reconfigure:
+    config: EngineConfig
+
+
+@dataclass(frozen=True)
+class _Load:
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+_Command = _Submit | _Abort | _Reconfigure | _Load | _Stop
+
+
+class EngineClosed(RuntimeError):
+    """submit() after shutdown(): nothing would ever answer the request."""
 
 
 class Engine:
@@ -36,15 +63,17 @@ class Engine:
     def __init__(self, model: "ModelSpec | str | LoadedModel | None" = None, config: EngineConfig | None = None,
                  *, event_queue: queue.Queue | None = None, collect_garbage: bool = True) -> None:
         self.events: queue.Queue[ev.EngineEvent] = event_queue or queue.Queue()
-        self._commands: queue.Queue[_Cmd] = queue.Queue()
+        self._commands: queue.Queue[_Command] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(2).hex()  # ids stay unique when several engines run side by side
-        self._ids_lock = threading.Lock()
+        self._ids_lock = threading.Lock()  # guards _ids, _live and _closed
+        self._live: set[str] = set()  # ids submitted and not yet finished
+        self._closed = False
         initial = ModelSpec(model) if isinstance(model, str) else model
         from engine.core import EngineCore
 
-        self._core = EngineCore(emit=self.events.put, config=config or EngineConfig(), initial_model=initial)
+        self._core = EngineCore(emit=self._emit, config=config or EngineConfig(), initial_model=initial)
         self._core.collect_garbage = collect_garbage
 
     # ---- lifecycle
@@ -60,33 +89,54 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def shutdown(self, timeout: float = 2.0) -> bool:
-        """Cancel everything in flight, stop the thread; True when it joined in time."""
+        """Cancel everything in flight, stop the thread; True when it joined in time.
+
+        A step in progress notices the stop at its next chunk boundary (core.interrupted)."""
+        with self._ids_lock:
+            self._closed = True
         if self._thread is None:
             return True
-        self._core.stop_requested = True
-        self._commands.put(_Cmd("stop"))
+        self._core.stop_event.set()
+        self._commands.put(_Stop())
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _emit(self, event: ev.EngineEvent) -> None:
+        if isinstance(event, ev.RequestFinished):
+            with self._ids_lock:
+                self._live.discard(event.request_id)
+        self.events.put(event)
+
     # ---- commands (any thread)
     def submit(self, request: GenerateRequest) -> str:
-        if request.request_id is None:
-            with self._ids_lock:
-                rid = f"req-{self._id_prefix}-{next(self._ids)}"
-            from dataclasses import replace
-
-            request = replace(request, request_id=rid)
-        self._commands.put(_Cmd("submit", (request, now_s())))
+        """Queue a request; its events follow on `events`. Raises ValueError for a request id
+        already in use and EngineClosed after shutdown(), so no caller waits for nothing."""
+        if not isinstance(request, GenerateRequest):
+            raise TypeError(f"submit() takes a GenerateRequest, got {type(request).__name__}")
+        with self._ids_lock:
+            if self._closed:
+                raise EngineClosed("the engine is shut down")
+            if request.request_id is None:
+                request = replace(request, request_id=f"req-{self._id_prefix}-{next(self._ids)}")
+            elif request.request_id in self._live:
+                raise ValueError(f"request id {request.request_id!r} is already in use")
+            self._live.add(request.request_id)
+            self._commands.put(_Submit(request, now_s()))
         return request.request_id
 
     def abort(self, request_id: str) -> None:
-        self._commands.put(_Cmd("abort", request_id))
+        self._commands.put(_Abort(request_id))
 
     def reconfigure(self, config: EngineConfig) -> None:
-        self._commands.put(_Cmd("config", config))
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"reconfigure() takes an EngineConfig, got {type(config).__name__}")
+        self._commands.put(_Reconfigure(config))
 
     def load_model(self, spec: ModelSpec | str) -> None:
-        self._commands.put(_Cmd("load", ModelSpec(spec) if isinstance(spec, str) else spec))
+        spec = ModelSpec(spec) if isinstance(spec, str) else spec
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"load_model() takes a ModelSpec or a path, got {type(spec).__name__}")
+        self._commands.put(_Load(spec))
 
     @property
     def config(self) -> EngineConfig:
@@ -121,24 +171,36 @@ class Engine:
                     core.step()
             except Exception as exc:  # noqa: BLE001 - the loop must survive and report
                 log.exception("engine step failed")
-                core.fail_all(f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        core.cancel_all()
+                core.step_failed(exc, traceback.format_exc())
+        core.cancel_all("the engine was shut down")
+        # anything queued behind the stop command still gets its one terminal event
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(cmd, _Submit):
+                core.refuse(cmd.request, cmd.submitted_s, "the engine was shut down")
         core.emit(ev.StateChanged(EngineState.STOPPED))
 
-    def _handle(self, cmd: _Cmd) -> bool:
+    def _handle(self, cmd: _Command) -> bool:
         core = self._core
-        if cmd.kind == "stop":
-            return False
-        if cmd.kind == "submit":
-            request, submitted_s = cmd.payload
-            core.add_request(request, submitted_s)
-        elif cmd.kind == "abort":
-            core.abort(cmd.payload)
-        elif cmd.kind == "config":
-            try:
-                core.apply_config(cmd.payload)
-            except (QuantisationUnavailable, ModelLoadError, ValueError) as exc:
-                core.emit(ev.EngineErrorEvent(message=str(exc), where="config"))
-        elif cmd.kind == "load":
-            core.load(cmd.payload)
+        match cmd:
+            case _Stop():
+                return False
+            case _Submit(request, submitted_s):
+                core.add_request(request, submitted_s)
+            case _Abort(request_id):
+                core.abort(request_id)
+            case _Reconfigure(config):
+                try:
+                    core.apply_config(config)
+                except (QuantisationUnavailable, ModelLoadError, ValueError) as exc:
+                    core.emit(ev.EngineErrorEvent(message=str(exc), where=ev.ErrorSite.CONFIG))
+                except Exception as exc:  # noqa: BLE001 - a bad config must not fail the requests
+                    log.exception("reconfigure failed")
+                    core.emit(ev.EngineErrorEvent(message=f"{type(exc).__name__}: {exc}",
+                                                  where=ev.ErrorSite.CONFIG))
+            case _Load(spec):
+                core.load(spec)
         return True

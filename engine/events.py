@@ -6,6 +6,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from engine.config import EngineConfig
 from engine.metrics import RequestStats, StepStats
 
 
@@ -32,6 +33,22 @@ class EngineState(enum.Enum):
     STOPPED = "stopped"
 
 
+class ErrorSite(str, enum.Enum):
+    """Where an EngineErrorEvent came from (a str enum: compares equal to its value)."""
+
+    LOAD = "load"  # loading a model failed; the previous one stays
+    CONFIG = "config"  # a configuration was refused or applied with a warning
+    ENGINE = "engine"  # a step failed
+
+
+class LoadTarget(str, enum.Enum):
+    """What a LoadProgress is about (a str enum: compares equal to its value)."""
+
+    MODEL = "model"
+    DRAFT = "draft"
+    QUANTISE = "quantise"
+
+
 @dataclass(frozen=True)
 class EngineEvent:
     timestamp_s: float = field(default_factory=now_s, kw_only=True)
@@ -56,6 +73,14 @@ class TokensGenerated(EngineEvent):
 
 
 @dataclass(frozen=True)
+class ConfigSpan:
+    """One configuration a request ran under, from output token `first_token` on."""
+
+    first_token: int
+    label: str  # EngineConfig.describe()
+
+
+@dataclass(frozen=True)
 class RequestFinished(EngineEvent):
     """The one terminal event of every request."""
 
@@ -67,6 +92,8 @@ class RequestFinished(EngineEvent):
     config_label: str = ""  # EngineConfig.describe() when it finished
     error: str | None = None
     tag: str = ""
+    # every configuration the request ran under, in order (the last one is config_label)
+    config_spans: tuple[ConfigSpan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,7 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoadProgress(EngineEvent):
-    what: str  # 'model', 'draft', 'quantise'
+    what: LoadTarget
     fraction: float  # 0..1
     message: str
 
@@ -102,9 +129,10 @@ class ModelLoaded(EngineEvent):
 
 @dataclass(frozen=True)
 class ConfigApplied(EngineEvent):
-    config_dict: dict
+    config_dict: dict  # config.to_dict(), for consumers that store it
     label: str
     changes: tuple[str, ...]  # human labels of what changed, e.g. ('kv off',)
+    config: EngineConfig | None = None  # the configuration now in force
 
 
 @dataclass(frozen=True)
@@ -112,7 +140,7 @@ class EngineErrorEvent(EngineEvent):
     """A failure that did not end a request (a failed load, a refused config)."""
 
     message: str
-    where: str  # 'load', 'config', 'engine'
+    where: ErrorSite
 
 
 @dataclass(frozen=True)

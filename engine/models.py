@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -106,9 +107,42 @@ def check_source(name: str) -> tuple[str, bool]:
     return name, False
 
 
-def _check_causal(config) -> None:
+def _remote_causal_class(auto_map) -> str | None:
+    """The custom causal-LM class a repository's config names (auto_map), if any."""
+    if isinstance(auto_map, dict):
+        ref = auto_map.get("AutoModelForCausalLM")
+        if isinstance(ref, (list, tuple)):
+            ref = ref[0] if ref else None
+        return ref if isinstance(ref, str) and ref else None
+    return None
+
+
+def _precheck_remote_code(name: str, is_local: bool, trust_remote_code: bool) -> None:
+    """Refuse before any repository code runs when that code could not give a causal LM."""
+    if not (trust_remote_code and is_local):
+        return
+    try:
+        raw = json.loads((Path(name) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not read the config of {name}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"The config of {name} is not a JSON object")
+    from transformers import CONFIG_MAPPING
+
+    if raw.get("model_type") in CONFIG_MAPPING and "auto_map" not in raw:
+        return  # a built-in architecture: no repository code involved
+    if _remote_causal_class(raw.get("auto_map")) is None:
+        raise ModelLoadError(
+            f"{name} names no custom causal-LM class (auto_map.AutoModelForCausalLM in config.json); "
+            "its code was not run"
+        )
+
+
+def _check_causal(config, trust_remote_code: bool = False) -> None:
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    if trust_remote_code and _remote_causal_class(getattr(config, "auto_map", None)):
+        return  # custom code the user chose to trust provides the causal-LM class
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"'{config.model_type}' models have no causal-LM head that AutoModelForCausalLM can load; "
@@ -120,6 +154,31 @@ def _check_causal(config) -> None:
         raise ModelLoadError(
             f"this checkpoint is a {archs[0]}, which has no causal-LM head; "
             "the workbench runs decoder-only causal language models"
+        )
+
+
+def embedding_rows(model) -> int | None:
+    """Rows of the input embedding: the largest token id the model can take, plus one."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def context_length(config) -> int | None:
+    """The model's context window, as its config states it (None when it states none)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_vocab(model, tokenizer, name: str) -> None:
+    rows = embedding_rows(model)
+    if rows is not None and len(tokenizer) > rows:
+        raise ModelLoadError(
+            f"{name}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} rows "
+            "(vocab_size in config.json is too small): token ids past it cannot be run"
         )
 
 
@@ -178,6 +237,7 @@ def load_model(
     name, is_local = check_source(spec.name_or_path)
     device = resolve_device(spec.device)
     report(0.05, f"reading config of {spec.name_or_path}")
+    _precheck_remote_code(name, is_local, spec.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=spec.trust_remote_code)
     except ValueError as exc:
@@ -188,7 +248,7 @@ def load_model(
         raise ModelLoadError(f"Could not read the config of {name}: {exc}") from exc
     except OSError as exc:
         raise ModelLoadError(f"Could not read the config of {name}: {exc}") from exc
-    _check_causal(config)
+    _check_causal(config, spec.trust_remote_code)
     report(0.15, "loading tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=spec.trust_remote_code)
@@ -211,6 +271,7 @@ def load_model(
     if plan.bnb_config is None:
         model.to(device)
     model.eval()
+    _check_vocab(model, tokenizer, name)
     report(0.95, "model ready")
     info = ModelInfo(
         name_or_path=spec.name_or_path,

@@ -71,6 +71,7 @@ class Scheduler:
     def __init__(self, config: BatchingConfig | None = None, *, chunked_prefill: bool = True) -> None:
         self.config = config or BatchingConfig()
         self.chunked_prefill = chunked_prefill  # False when there is no KV cache to hold chunks
+        self.max_batch_override: int | None = None  # the core's isolation of a failing request
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
         self._arrivals = 0
@@ -105,6 +106,8 @@ class Scheduler:
     # ---- planning
     def schedule(self) -> SchedulePlan:
         limit = self.config.effective_max_batch
+        if self.max_batch_override is not None:
+            limit = min(limit, self.max_batch_override)
         preempted: list[Sequence] = []
         # The batch limit may have shrunk (batching switched off): the newest runners wait again.
         while len(self.running) > limit:

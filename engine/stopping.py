@@ -70,6 +70,20 @@ class TextStream:
         return best
 
     def flush(self) -> str:
+        """The request ended: hand out everything held back, including the bytes of a character
+        no later token will complete, so that the final text is decode(all tokens)."""
+        if not self.stopped_by_string and self._read_offset < len(self._ids):
+            prefix = self.decode(self._ids[self._prefix_offset:self._read_offset])
+            full = self.decode(self._ids[self._prefix_offset:])
+            tail = full[len(prefix):] if full.startswith(prefix) else ""
+            if tail:
+                self.text += tail
+                self._prefix_offset = self._read_offset = len(self._ids)
+                for s in self.stop:
+                    cut = self.text.find(s)
+                    if cut != -1:
+                        self.text = self.text[:cut]
+                        self.stopped_by_string = True
         delta = self.text[self.emitted:]
         self.emitted = len(self.text)
         return delta

@@ -7,9 +7,9 @@ import time
 import torch
 
 from engine.config import EngineConfig, ModelSpec, SpeculativeConfig, SpeculativeMode
-from engine.events import LoadProgress, TokenOrigin
+from engine.events import LoadProgress, LoadTarget, TokenOrigin
 from engine.metrics import SpecStats
-from engine.models import ModelLoadError, load_model
+from engine.models import ModelLoadError, context_length, embedding_rows, load_model
 from engine.scheduler import SchedulePlan, Sequence
 from engine.spec.advisor import Advice, advise, next_k
 from engine.spec.drafters import Draft, Drafter, DraftRequest, ModelDrafter, NgramDrafter
@@ -122,6 +122,23 @@ def check_same_tokenizer(target_tok, draft_tok, draft_name: str) -> None:
         )
 
 
+def check_draft_fits(target, draft, draft_name: str) -> None:
+    """The draft's logits must index the target's vocabulary, and its context must hold every
+    sequence the target can run; refuse at configure time rather than fail every request."""
+    t_rows, d_rows = embedding_rows(target), embedding_rows(draft)
+    t_out = target.get_output_embeddings().weight.shape[0] if target.get_output_embeddings() is not None else t_rows
+    d_out = draft.get_output_embeddings().weight.shape[0] if draft.get_output_embeddings() is not None else d_rows
+    if d_out != t_out or (t_rows is not None and d_rows is not None and d_rows < t_rows):
+        raise ModelLoadError(
+            f"The draft model {draft_name} has a vocabulary of {d_out} tokens and the target {t_out}; "
+            "speculative decoding needs the same vocabulary size")
+    t_ctx, d_ctx = context_length(target.config), context_length(draft.config)
+    if t_ctx is not None and d_ctx is not None and d_ctx < t_ctx:
+        raise ModelLoadError(
+            f"The draft model {draft_name} has a context of {d_ctx} tokens, shorter than the target's {t_ctx}; "
+            "it could not draft for long conversations")
+
+
 def configure_spec(core, old: EngineConfig, new: EngineConfig) -> SpecDecoder | None:
     """Build (or keep) the decoder for the new config, loading a draft model if needed."""
     cfg = new.speculative
@@ -144,11 +161,12 @@ def configure_spec(core, old: EngineConfig, new: EngineConfig) -> SpecDecoder | 
         return current
 
     def progress(fraction: float, message: str) -> None:
-        core.emit(LoadProgress(what="draft", fraction=fraction, message=message))
+        core.emit(LoadProgress(what=LoadTarget.DRAFT, fraction=fraction, message=message))
 
     draft = load_model(ModelSpec(cfg.draft_model, device=core.loaded.spec.device, dtype=core.loaded.spec.dtype),
                        progress=progress)
     check_same_tokenizer(core.loaded.tokenizer, draft.tokenizer, cfg.draft_model)
+    check_draft_fits(core.loaded.model, draft.model, cfg.draft_model)
     drafter = ModelDrafter(draft.model, draft.device, core.loaded.tokenizer.pad_token_id, draft.info.weights_bytes)
     if current is not None:
         current.reset()

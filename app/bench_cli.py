@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import DeviceKind, DType, ModelSpec
     from engine.models import resolve_device
 
+    from app.cli_types import check_device, check_writable
+
+    check_device("workbench bench", args.device)
+    check_writable("workbench bench", args.json_path)  # before the run, not after it
+    check_writable("workbench bench", args.csv_path)
     spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
                      trust_remote_code=args.trust_remote_code)
     opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft))

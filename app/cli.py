@@ -7,6 +7,7 @@ import os
 import sys
 
 from app import paths
+from app.cli_types import OneLineParser, float_range, int_range, non_empty
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -35,12 +36,12 @@ def default_draft(name: str | None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="workbench",
         description="Inference Workbench: see what KV caching, batching, quantisation and "
                     "speculative decoding do to your model. With no subcommand, opens the app.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     gui = sub.add_parser("gui", help="open the desktop app (the default)")
     gui.add_argument("--model", default=None, help="model to load at start (default: last used / bundled)")
@@ -51,17 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--chat", action="store_true",
                      help="send the prompt as a user chat message through the model's chat template")
-    gen.add_argument("--max-new-tokens", type=int, default=None)
-    gen.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: model's config)")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    gen.add_argument("--max-new-tokens", type=int_range(1, 1_000_000), default=None)
+    gen.add_argument("--temperature", type=float_range(0.0, 100.0), default=None,
+                     help="0 = greedy (default: model's config)")
+    gen.add_argument("--top-k", type=int_range(0), default=None, help="0 = off")
+    gen.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=None)
+    gen.add_argument("--seed", type=int_range(0, 2**63 - 1), default=None)
+    gen.add_argument("--stop", action="append", type=non_empty, default=None, help="stop string (repeatable)")
     gen.add_argument("--no-kv-cache", action="store_true", help="recompute the whole sequence every step")
     gen.add_argument("--quantisation", choices=["none", "bf16", "int8", "nf4", "fp4"], default="none")
     gen.add_argument("--speculative", choices=["off", "draft", "ngram"], default="off")
     gen.add_argument("--draft", default=None, help="draft model (default: the bundled draft)")
-    gen.add_argument("--k", type=int, default=4, help="draft tokens per step")
+    gen.add_argument("--k", type=int_range(1, 16), default=4, help="draft tokens per step (1-16)")
     gen.add_argument("--adaptive", action="store_true", help="adapt k to the acceptance rate")
     gen.add_argument("--json", action="store_true", help="print the metrics as JSON")
 

@@ -8,6 +8,7 @@ import queue
 import sys
 
 from app.cli import default_draft, default_model
+from app.cli_types import check_device, fail
 from engine import events as ev
 from engine.config import (
     DeviceKind,
@@ -33,13 +34,18 @@ def _sampling(args: argparse.Namespace, model_dir: str) -> SamplingParams:
         top_k=d.top_k if args.top_k is None else args.top_k,
         top_p=d.top_p if args.top_p is None else args.top_p,
         seed=args.seed,
-        max_new_tokens=args.max_new_tokens or d.max_new_tokens,
+        max_new_tokens=d.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
         stop=stop,
     )
 
 
 def run_generate(args: argparse.Namespace) -> int:
     model = default_model(args.model)
+    check_device("workbench generate", args.device)
+    try:
+        _sampling(args, model)  # refuse bad sampling values before loading anything
+    except ValueError as exc:
+        fail("workbench generate", str(exc))
     spec_mode = SpeculativeMode(args.speculative)
     draft = default_draft(args.draft) if spec_mode is SpeculativeMode.DRAFT else None
     config = EngineConfig(

@@ -8,6 +8,7 @@ import sys
 import time
 
 from app.cli import default_model
+from app.cli_types import check_device, fail, float_range, int_range
 from engine import events as ev
 from engine.config import BatchingConfig, DeviceKind, DType, EngineConfig, KVCacheMode, ModelSpec
 from engine.engine import Engine
@@ -16,17 +17,20 @@ from engine.metrics import percentile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=4, help="simulated users (requests in flight at most)")
-    p.add_argument("--rate", type=float, default=2.0, help="request arrivals per second (Poisson)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds to generate load")
-    p.add_argument("--min-tokens", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--users", type=int_range(1, 256), default=4, help="simulated users (requests in flight at most)")
+    p.add_argument("--rate", type=float_range(0.0, 1000.0, lo_open=True), default=2.0, help="request arrivals per second (Poisson)")
+    p.add_argument("--duration", type=float_range(0.0, 86400.0, lo_open=True), default=30.0, help="seconds to generate load")
+    p.add_argument("--min-tokens", type=int_range(1, 100_000), default=16)
+    p.add_argument("--max-tokens", type=int_range(1, 100_000), default=96)
     p.add_argument("--no-batching", action="store_true")
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-batch", type=int_range(1, 256), default=8)
     p.add_argument("--no-kv-cache", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_device("workbench loadtest", args.device)
+    if args.min_tokens > args.max_tokens:
+        fail("workbench loadtest", f"--min-tokens ({args.min_tokens}) is more than --max-tokens ({args.max_tokens})")
     spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
                      trust_remote_code=args.trust_remote_code)
     config = EngineConfig(kv_cache=KVCacheMode.OFF if args.no_kv_cache else KVCacheMode.ON,

@@ -278,6 +278,7 @@ class TimeChart(ChartFrame):
         axis = self.plot.getAxis("bottom")
         axis.setStyle(showValues=on)
         if on:
+            axis.setHeight(None)  # back to the height its ticks and title need
             self.plot.setLabel("bottom", "time since start (s)")
         else:
             axis.showLabel(False)

@@ -54,6 +54,7 @@ from ui.compare_model import (
     fmt_rate,
     ratio_quality,
 )
+from ui.reflow import FlowLayout, ReflowGrid
 from ui.formatting import format_bytes, format_ms, model_display_name
 from ui.theme import LIGHT, Theme
 from ui.widgets import label, named
@@ -62,6 +63,7 @@ PRESETS = ("baseline", "KV cache", "all optimisations", "speculative", "nf4", "c
 DEFAULT_PRESETS = ("baseline", "KV cache", "all optimisations")
 NEXT_PRESETS = ("speculative", "nf4", "custom")
 MIN_COLUMNS, MAX_COLUMNS = 2, 4
+MIN_COLUMN_WIDTH = 280  # narrower than this, columns wrap onto another row
 RENDER_INTERVAL_MS = 80  # streaming text re-renders at most this often
 RATIO_KEYS = {"speed": "speed", "ttft_ratio": "ttft", "tpot_ratio": "tpot", "memory_ratio": "memory"}
 FIGURES = (("tokens_per_s", "tok/s"), ("acceptance", "Acceptance"), ("ttft", "TTFT"), ("tpot", "TPOT"),
@@ -149,7 +151,7 @@ class CompareColumnPanel(QFrame):
         self.config_label = label("", "", role="muted")
         self.status_label = label("", "", role="muted")
         self.text = QTextBrowser()
-        self.text.setMinimumHeight(140)
+        self.text.setMinimumHeight(90)
         self.text.setOpenLinks(False)
         self.value_labels = {key: label("–", "", role="value") for key, _ in FIGURES}
         for w in (self.config_label, self.status_label):  # one line each, clipped when narrow
@@ -427,27 +429,41 @@ class CompareView(QWidget):
         self.status = label("", "compare_status", "Comparison status", role="muted")
         self.legend = label(self._legend_html(), "compare_legend", "Colour legend", role="muted")
 
-        settings = QHBoxLayout()
-        settings.setSpacing(8)
+        # settings wrap onto more lines in a narrow window; each label stays with its field
+        self.settings_area = named(QWidget(), "compare_settings", "Sampling and run settings")
+        settings = FlowLayout(self.settings_area, spacing=14)
+        settings.setContentsMargins(0, 0, 0, 0)
         settings.addWidget(self.chat_check)
-        settings.addSpacing(8)
         for title, w in (("Temperature", self.temperature_spin), ("Top-k", self.top_k_spin), ("Top-p", self.top_p_spin),
                          ("Max tokens", self.max_tokens_spin), ("Seed", self.seed_spin), ("Mode", self.mode_combo),
                          ("Repeats", self.repeats_spin)):
-            settings.addWidget(label(title, f"{w.objectName()}_label", f"{title} label", role="field"))
-            settings.addWidget(w)
+            pair = QWidget()
+            row = QHBoxLayout(pair)
+            row.setContentsMargins(0, 0, 0, 0)
+            row.setSpacing(6)
+            row.addWidget(label(title, f"{w.objectName()}_label", f"{title} label", role="field"))
+            row.addWidget(w)
+            settings.addWidget(pair)
         for w, width in ((self.temperature_spin, 72), (self.top_k_spin, 72), (self.top_p_spin, 72),
                          (self.max_tokens_spin, 80), (self.seed_spin, 96), (self.repeats_spin, 60)):
             w.setMaximumWidth(width)
         settings.addWidget(self.warmup_check)
-        settings.addStretch(1)
-        for w in (self.add_button, self.stop_button, self.run_button):
-            settings.addWidget(w)
+        # the actions sit beside the prompt, where they stay in view at any width
+        actions = QGridLayout()
+        actions.setSpacing(6)
+        actions.addWidget(self.run_button, 0, 0, 1, 2)
+        actions.addWidget(self.stop_button, 1, 0)
+        actions.addWidget(self.add_button, 1, 1)
+        actions.setRowStretch(2, 1)
+        prompt_row = QHBoxLayout()
+        prompt_row.setSpacing(8)
+        prompt_row.addWidget(self.prompt_edit, 1)
+        prompt_row.addLayout(actions)
+        self.prompt_edit.setFixedHeight(max(62, actions.sizeHint().height()))
 
-        self.columns_area = named(QWidget(), "compare_columns", "Columns")
-        self.columns_layout = QHBoxLayout(self.columns_area)
-        self.columns_layout.setContentsMargins(0, 0, 0, 0)
-        self.columns_layout.setSpacing(8)
+        # columns side by side where they fit, else wrapped onto a second row
+        self.columns_area = named(ReflowGrid(min_cell_width=MIN_COLUMN_WIDTH, max_columns=MAX_COLUMNS),
+                                  "compare_columns", "Columns")
 
         self.table = named(QTableWidget(0, len(SUMMARY_COLUMNS)), "compare_summary_table",
                            "Summary: ratios against the baseline column and agreement")
@@ -472,8 +488,8 @@ class CompareView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.setSpacing(8)
-        layout.addWidget(self.prompt_edit)
-        layout.addLayout(settings)
+        layout.addLayout(prompt_row)
+        layout.addWidget(self.settings_area)
         layout.addWidget(self.columns_area, 1)
         layout.addSpacing(4)
         layout.addLayout(s_head)
@@ -520,7 +536,7 @@ class CompareView(QWidget):
         panel.remove_requested.connect(self.remove_column)
         panel.changed.connect(self._update_buttons)
         self.panels.append(panel)
-        self.columns_layout.addWidget(panel, 1)
+        self.columns_area.add_cell(panel)
         self._fit_table()
         self._update_buttons()
         return panel
@@ -529,7 +545,7 @@ class CompareView(QWidget):
         if len(self.panels) <= MIN_COLUMNS or panel not in self.panels or panel.index == 0:
             return
         self.panels.remove(panel)
-        self.columns_layout.removeWidget(panel)
+        self.columns_area.remove_cell(panel)
         panel.deleteLater()
         for i, p in enumerate(self.panels):
             p.set_index(i)

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QPushButton,
     QScrollArea,
@@ -32,14 +31,17 @@ from ui.cost_model import CostModel
 from ui.cost_view import CostView
 from ui.dashboard_model import DashboardModel
 from ui.loadgen_panel import LoadGenPanel
+from ui.reflow import FlowLayout, ReflowGrid
 from ui.widgets import label, named
 
 REDRAW_INTERVAL_MS = 250  # 4 Hz
 WINDOWS = (("30 s", 30.0), ("2 min", 120.0), ("10 min", 600.0), ("All", None))
 DEFAULT_WINDOW = 1
+MIN_CHART_WIDTH = 270  # narrower than this, the charts reflow to fewer columns
+MAX_CHART_COLUMNS = 4
 COST_EVERY_N_REDRAWS = 4  # the cost figures move slowly: once a second is plenty
-NOTICE_S = 6.0
-SIDE_PANEL_MARGIN = 14  # room for a vertical scroll bar  # how long an export's result stays in the status line
+NOTICE_S = 6.0  # how long an export's result stays in the status line
+SIDE_PANEL_MARGIN = 14  # room for a vertical scroll bar
 
 
 class DashboardView(QWidget):
@@ -76,19 +78,18 @@ class DashboardView(QWidget):
         self.export_session_button = named(QPushButton("Save session…"), "dashboard_export_session_button",
                                            "Save the session (configurations, markers, series) as JSON")
         self.status = label("", "dashboard_status", "Dashboard status", role="muted")
-        toolbar = QHBoxLayout()
+        self.toolbar = named(QWidget(), "dashboard_toolbar", "Dashboard toolbar")
+        toolbar = FlowLayout(self.toolbar, spacing=8)  # wraps in a narrow window
         toolbar.setContentsMargins(12, 8, 12, 4)
-        toolbar.setSpacing(8)
-        toolbar.addWidget(label("Window", "dashboard_window_label", role="field"))
-        toolbar.addWidget(self.window_combo)
-        toolbar.addWidget(self.pause_button)
-        toolbar.addWidget(self.reset_button)
-        toolbar.addSpacing(16)
-        toolbar.addWidget(self.export_csv_button)
-        toolbar.addWidget(self.export_png_button)
-        toolbar.addWidget(self.export_session_button)
-        toolbar.addStretch(1)
-        toolbar.addWidget(self.status)
+        window_pair = QWidget()
+        pair = QHBoxLayout(window_pair)
+        pair.setContentsMargins(0, 0, 0, 0)
+        pair.addWidget(label("Window", "dashboard_window_label", role="field"))
+        pair.addWidget(self.window_combo)
+        for w in (window_pair, self.pause_button, self.reset_button, self.export_csv_button,
+                  self.export_png_button, self.export_session_button, self.status):
+            toolbar.addWidget(w)
+        self.status.setMinimumWidth(0)
 
         # ---- side panel: load generator and cost
         self.loadgen = LoadGenPanel(bridge)
@@ -111,19 +112,16 @@ class DashboardView(QWidget):
         # ---- charts
         self.time_charts: list[TimeChart] = time_charts(chart_theme)
         self.bar_charts: list[BarChart] = bar_charts(chart_theme)
-        self.charts_area = named(QWidget(), "dashboard_charts", "Dashboard charts")
-        grid = QGridLayout(self.charts_area)
-        grid.setContentsMargins(6, 4, 12, 10)
-        grid.setSpacing(8)
-        for i, chart in enumerate(self.time_charts + self.bar_charts):
-            grid.addWidget(chart, i // 2, i % 2)
-        for row in range(4):
-            grid.setRowStretch(row, 1)
+        self.charts_area = named(ReflowGrid(min_cell_width=MIN_CHART_WIDTH, max_columns=MAX_CHART_COLUMNS),
+                                 "dashboard_charts", "Dashboard charts")
+        self.charts_area.grid.setContentsMargins(6, 4, 12, 10)
+        for chart in self.time_charts + self.bar_charts:
+            self.charts_area.add_cell(chart)
+        self.charts_area.reflowed.connect(self._on_charts_reflowed)
         master = self.time_charts[0]
         for chart in self.time_charts:
             if chart is not master:
                 chart.plot.setXLink(master.plot)
-            chart.show_time_axis(chart in self.time_charts[-2:])
             chart.hovered.connect(self._on_chart_hovered)
             chart.hover_left.connect(self._on_chart_hover_left)
 
@@ -136,9 +134,10 @@ class DashboardView(QWidget):
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(0)
-        col.addLayout(toolbar)
+        col.addWidget(self.toolbar)
         col.addWidget(self.splitter, 1)
         self._apply_frame_style(chart_theme)
+        self._on_charts_reflowed(self.charts_area.num_columns)
 
         # ---- wiring
         bridge.step_completed.connect(self._on_step_completed)
@@ -264,6 +263,12 @@ class DashboardView(QWidget):
 
     def _on_config_applied(self, event) -> None:
         self.model.record_config(event)
+
+    def _on_charts_reflowed(self, columns: int) -> None:
+        """Time values on the lowest time chart of each grid column only (the X axes are linked)."""
+        n = len(self.time_charts)
+        for i, chart in enumerate(self.time_charts):
+            chart.show_time_axis(i + max(columns, 1) >= n)
 
     def _on_timer(self) -> None:
         self.redraw()

@@ -1,0 +1,96 @@
+"""Compare and Dashboard fit common screens: at 1280x720 every control is reachable without a
+horizontal scroll bar (columns and charts wrap), at 1920x1080 they spread out side by side."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QRect
+from PySide6.QtWidgets import QApplication, QFrame, QPushButton, QScrollArea, QWidget
+
+from app.gui import add_views
+
+pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
+
+SMALL, LARGE = (1280, 720), (1920, 1080)
+
+
+@pytest.fixture
+def window(make_window, tiny_llama_dir):
+    win = make_window()
+    add_views(win, win.bridge, str(tiny_llama_dir), None)
+    return win
+
+
+def show_tab(qtbot, window, title: str, size: tuple[int, int]) -> QScrollArea:
+    window.resize(*size)
+    tabs = window.tabs
+    tabs.setCurrentIndex(next(i for i in range(tabs.count()) if tabs.tabText(i) == title))
+    scroller = window.findChild(QScrollArea, f"{title.lower()}_view_scroll")
+    qtbot.waitUntil(lambda: scroller.isVisible() and window.width() == size[0], timeout=5000)
+    for _ in range(3):  # let every nested layout settle
+        QApplication.processEvents()
+    return scroller
+
+
+def rect_in(widget: QWidget, scroller: QScrollArea) -> QRect:
+    top_left = widget.mapTo(scroller.viewport(), widget.rect().topLeft())
+    return QRect(top_left, widget.size())
+
+
+def test_compare_fits_1280x720_without_a_horizontal_scroll(qtbot, window):
+    scroller = show_tab(qtbot, window, "Compare", SMALL)
+    view = scroller.widget()
+    assert scroller.horizontalScrollBar().maximum() == 0, "Compare scrolls sideways at 1280x720"
+    viewport = scroller.viewport().rect()
+    run = window.findChild(QPushButton, "compare_run")
+    assert run.isVisible() and viewport.contains(rect_in(run, scroller)), "Run is off-screen"
+    view.add_column()  # four columns: they wrap onto two rows instead of widening the tab
+    for _ in range(3):
+        QApplication.processEvents()
+    assert scroller.horizontalScrollBar().maximum() == 0
+    columns = [window.findChild(QFrame, f"compare_column_{i}") for i in range(4)]
+    for col in columns:
+        r = rect_in(col, scroller)
+        assert r.left() >= 0 and r.right() <= viewport.right(), f"{col.objectName()} is cut at the right"
+        assert col.width() >= 200
+    assert len({c.y() for c in columns}) == 2  # two rows of two
+
+
+def test_compare_columns_side_by_side_at_1920x1080(qtbot, window):
+    scroller = show_tab(qtbot, window, "Compare", LARGE)
+    view = scroller.widget()
+    view.add_column()
+    for _ in range(3):
+        QApplication.processEvents()
+    columns = [window.findChild(QFrame, f"compare_column_{i}") for i in range(4)]
+    assert len({c.y() for c in columns}) == 1, "four columns fit one row at 1920"
+    assert scroller.horizontalScrollBar().maximum() == 0
+    assert scroller.verticalScrollBar().maximum() == 0, "the whole Compare tab fits 1920x1080"
+
+
+def chart_columns(view) -> int:
+    return len({c.x() for c in view.charts})
+
+
+def test_dashboard_charts_reflow_to_the_width(qtbot, window):
+    scroller = show_tab(qtbot, window, "Dashboard", LARGE)
+    view = scroller.widget()
+    wide = chart_columns(view)
+    assert wide >= 3 and scroller.horizontalScrollBar().maximum() == 0
+    assert scroller.verticalScrollBar().maximum() == 0, "the dashboard fits 1920x1080"
+    scroller = show_tab(qtbot, window, "Dashboard", SMALL)
+    qtbot.waitUntil(lambda: chart_columns(view) < wide, timeout=5000)
+    assert chart_columns(view) >= 2
+    assert scroller.horizontalScrollBar().maximum() == 0, "Dashboard scrolls sideways at 1280x720"
+    viewport = scroller.viewport().rect()
+    for chart in view.charts:
+        r = rect_in(chart, scroller)
+        assert r.right() <= viewport.right() and chart.width() >= 240, chart.objectName()
+    for name in ("dashboard_pause_button", "dashboard_export_csv_button", "loadgen_start_button"):
+        button = window.findChild(QPushButton, name)
+        r = rect_in(button, scroller)
+        assert button.isVisible() and r.right() <= viewport.right(), name
+    # the time values show on the lowest time chart of each grid column, and only there
+    shown = [c.plot.getAxis("bottom").style["showValues"] for c in view.time_charts]
+    n = chart_columns(view)
+    assert shown == [i + n >= len(view.time_charts) for i in range(len(view.time_charts))]

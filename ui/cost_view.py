@@ -1,8 +1,10 @@
 """Cost view: what the measured throughput costs, now vs the baseline, and a daily projection.
 
-The arithmetic lives in ui.cost_model; the throughputs come from the dashboard model
+The arithmetic lives in ui.viewmodels.cost; the throughputs come from the dashboard model
 (current: since the last configuration change, 30 s at most; baseline: captured by the user,
-else the first 20 s before any change). The view refreshes on the dashboard's timer.
+else the first busy stretch before any change, 20 s of it at most). Each side says how many
+tokens over how long it rests on; no ratio is claimed while either is too thin. The view
+refreshes on the dashboard's timer.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from ui.cost_model import Baseline, CostInputs, CostModel, format_money
 from ui.dashboard_model import BASELINE_WINDOW_S, DashboardModel
+from ui.formatting import MISSING
+from ui.viewmodels.cost import Baseline, CostInputs, CostModel, describe_basis, format_money
 from ui.widgets import label, named
 
 ROWS = (
@@ -29,6 +32,7 @@ ROWS = (
     ("per_million", "Cost / 1M tokens out"),
     ("hours", "Device-hours / day"),
     ("per_day", "Cost / day"),
+    ("basis", "Based on"),
 )
 
 
@@ -64,8 +68,8 @@ class CostView(QGroupBox):
                                      "Capture the current configuration's throughput as the baseline")
         self.auto_baseline_button = named(QToolButton(), "cost_auto_baseline_button", "Use the automatic baseline")
         self.auto_baseline_button.setText("auto")
-        self.auto_baseline_button.setToolTip(f"Baseline = the first {BASELINE_WINDOW_S:.0f} s of measurements "
-                                             "before any configuration change")
+        self.auto_baseline_button.setToolTip(f"Baseline = the first busy stretch of load ({BASELINE_WINDOW_S:.0f} s "
+                                             "of it at most) before any configuration change")
         self.baseline_source = label("", "cost_baseline_source", "Baseline source", role="hint")
         self.baseline_source.setWordWrap(True)
 
@@ -88,8 +92,11 @@ class CostView(QGroupBox):
         for row, (key, text) in enumerate(ROWS, start=1):
             grid.addWidget(label(text, f"cost_{key}_label", role="field"), row, 0)
             for col, which in ((1, "baseline"), (2, "current")):
-                value = label("—", f"cost_{which}_{key}_value", f"{which.capitalize()} {text.lower()}", role="value")
+                value = label(MISSING, f"cost_{which}_{key}_value", f"{which.capitalize()} {text.lower()}",
+                              role="value")
                 value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if key == "basis":
+                    value.setWordWrap(True)
                 grid.addWidget(value, row, col)
                 self.values[which][key] = value
         grid.setColumnStretch(0, 1)
@@ -118,13 +125,16 @@ class CostView(QGroupBox):
 
     # ------------------------------------------------------------------ public
     def capture_baseline(self) -> bool:
+        """Keep the current measurement as the baseline, unless it is too thin to compare on."""
         current = self.model.current_throughput()
         if current is None:
             self.baseline_source.setText("nothing measured yet: run some load first")
             return False
-        self.cost.capture_baseline(Baseline(current.tokens_per_s, "captured",
-                                            self.model.config_label_at(current.t_to_s), current.t_from_s,
-                                            current.t_to_s))
+        refused = self.cost.capture_baseline(Baseline.from_throughput(
+            current, "captured", self.model.config_label_at(current.t_to_s)))
+        if refused:
+            self.baseline_source.setText(f"not captured: {refused}")
+            return False
         self.refresh()
         return True
 
@@ -132,25 +142,26 @@ class CostView(QGroupBox):
         auto = self.model.auto_baseline()
         if auto is None:
             return None
-        return Baseline(auto.tokens_per_s, "auto", self.model.config_label_at(auto.t_from_s), auto.t_from_s,
-                        auto.t_to_s)
+        return Baseline.from_throughput(auto, "auto", self.model.config_label_at(auto.t_from_s))
 
     def refresh(self) -> None:
         current = self.model.current_throughput()
         auto = self.auto_baseline()
         baseline = self.cost.baseline(auto)
-        comparison = self.cost.comparison(None if current is None else current.tokens_per_s, auto)
-        for which, line in (("baseline", comparison.baseline), ("current", comparison.current)):
+        comparison = self.cost.comparison(current, auto)
+        for which, line, basis in (("baseline", comparison.baseline, baseline),
+                                   ("current", comparison.current, current)):
             cells = self.values[which]
-            cells["tps"].setText("—" if line is None else f"{line.tokens_per_s:,.1f} tok/s")
-            cells["per_million"].setText("—" if line is None else format_money(line.cost_per_million))
-            cells["hours"].setText("—" if line is None else f"{line.device_hours_per_day:,.1f} h")
-            cells["per_day"].setText("—" if line is None else format_money(line.cost_per_day))
+            cells["tps"].setText(MISSING if line is None else f"{line.tokens_per_s:,.1f} tok/s")
+            cells["per_million"].setText(MISSING if line is None else format_money(line.cost_per_million))
+            cells["hours"].setText(MISSING if line is None else f"{line.device_hours_per_day:,.1f} h")
+            cells["per_day"].setText(MISSING if line is None else format_money(line.cost_per_day))
+            cells["basis"].setText(describe_basis(basis if line is not None else None))
         if baseline is None:
-            self.baseline_source.setText(f"baseline: the first {BASELINE_WINDOW_S:.0f} s of load before any "
-                                         "change (measuring…), or press the button")
+            self.baseline_source.setText(f"baseline: the first busy stretch of load before any change "
+                                         f"({BASELINE_WINDOW_S:.0f} s at most; measuring…), or press the button")
         else:
-            how = "captured" if baseline.source == "captured" else "first window"
+            how = "captured" if baseline.source == "captured" else "first busy stretch"
             self.baseline_source.setText(f"baseline ({how}, {baseline.t_from_s:,.0f}–{baseline.t_to_s:,.0f} s): "
                                          f"{baseline.label}")
         self.summary.setText(self._summary(comparison))
@@ -175,6 +186,8 @@ class CostView(QGroupBox):
         if current is None:
             return "measuring… (no throughput since the last change yet)"
         devices = f"{current.devices_needed} device{'s' if current.devices_needed != 1 else ''}"
+        if comparison.refusal:
+            return f"no comparison: {comparison.refusal}"
         if comparison.speedup is None:
             return f"{self.requests_spin.value():,} requests/day need {devices} at the current throughput"
         cheaper = comparison.saving_fraction * 100

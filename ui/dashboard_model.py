@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.metrics import percentile
+from ui.viewmodels.throughput import Throughput, first_busy_window, measure
 
 STEP_COLUMNS = (
     "t_s", "tokens_per_s", "num_output_tokens", "batch_size", "num_waiting", "weights_bytes",
@@ -74,9 +75,8 @@ REQUEST_RATE_WINDOW_S = 2.0  # rolling window of each request's tokens/s
 REQUEST_RATE_MIN_SPAN_S = 0.1  # no per-request rate over a shorter span,
 REQUEST_RATE_MIN_EMISSIONS = 3  # nor before a request's third emission (two close ones spike)
 REQUEST_RATE_MIN_INTERVAL_S = 0.1  # one rate sample per request per 0.1 s at most (a chart pixel is coarser)
-BASELINE_WINDOW_S = 20.0  # the automatic baseline: the first this-many seconds of steps
+BASELINE_WINDOW_S = 20.0  # the automatic baseline: this much of the first busy stretch at most
 CURRENT_WINDOW_S = 30.0  # "current" throughput: steps since the last change, this long at most
-MIN_MEASURE_S = 1.0  # shorter spans give no throughput figure
 
 
 class RingTable:
@@ -164,14 +164,6 @@ class AdviceView:
     speedup_by_k: tuple[float, ...]
     recommended_k: int
     pays_off: bool
-
-
-@dataclass(frozen=True)
-class Throughput:
-    tokens_per_s: float
-    t_from_s: float
-    t_to_s: float
-    num_tokens: int
 
 
 @dataclass
@@ -408,23 +400,10 @@ class DashboardModel:
                         self.drafted_per_position.copy(), self.advice)
 
     def throughput(self, t_from: float, t_to: float | None = None) -> Throughput | None:
-        """Committed output tokens per second over (t_from, t_to], from the step records.
-
-        A step's tokens were produced before its timestamp, so steps stamped in the interval
-        count and the interval's length is the denominator. t_to defaults to the last step.
-        """
-        t = self.steps.column("t_s")
-        if not len(t):
-            return None
-        end = float(t[-1]) if t_to is None else t_to
-        if end - t_from < MIN_MEASURE_S:
-            return None
-        lo = int(np.searchsorted(t, t_from, side="right"))
-        hi = int(np.searchsorted(t, end, side="right"))
-        if hi - lo < 2:
-            return None
-        tokens = int(np.nansum(self.steps.column("num_output_tokens")[lo:hi]))
-        return Throughput(tokens / (end - t_from), t_from, end, tokens)
+        """Committed output tokens per second over (t_from, t_to], from the step records, with
+        how much of that span the engine was busy (ui.viewmodels.throughput)."""
+        s = self.steps
+        return measure(s.column("t_s"), s.column("step_time_s"), s.column("num_output_tokens"), t_from, t_to)
 
     def current_throughput(self, window_s: float = CURRENT_WINDOW_S) -> Throughput | None:
         """The configuration in force now: since the last change marker, window_s at most."""
@@ -437,20 +416,12 @@ class DashboardModel:
         return self.throughput(max(t_from, float(t[0])))
 
     def auto_baseline(self, window_s: float = BASELINE_WINDOW_S) -> Throughput | None:
-        """The first window of steps before any configuration change (None until it is full,
-        or until a change closes it early)."""
-        t = self.steps.column("t_s")
-        if not len(t):
-            return None
-        start = float(t[0])
-        end = start + window_s
-        if self.markers and self.markers[0].t_s < end:
-            if self.markers[0].t_s <= start:
-                return None  # changed before anything was measured
-            return self.throughput(start, self.markers[0].t_s)
-        if float(t[-1]) < end:
-            return None
-        return self.throughput(start, end)
+        """The first busy stretch of steps before any configuration change, window_s of it at
+        most (None until one holds enough tokens to compare on)."""
+        s = self.steps
+        before = self.markers[0].t_s if self.markers else None
+        return first_busy_window(s.column("t_s"), s.column("step_time_s"), s.column("num_output_tokens"),
+                                 before=before, window_s=window_s)
 
     def mean_completion_tokens(self) -> float | None:
         n = self.latency.column("completion_tokens")

@@ -27,11 +27,11 @@ from PySide6.QtWidgets import (
 )
 
 from ui.charts import BarChart, ChartTheme, TimeChart, bar_charts, nice_ceiling, time_charts
-from ui.cost_model import CostModel
 from ui.cost_view import CostView
 from ui.dashboard_model import DashboardModel
 from ui.loadgen_panel import LoadGenPanel
 from ui.reflow import FlowLayout, ReflowGrid
+from ui.viewmodels.cost import CostModel
 from ui.widgets import label, named
 
 REDRAW_INTERVAL_MS = 250  # 4 Hz

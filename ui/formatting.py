@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from engine import events as ev
 from engine.config import SamplingParams
 
+MISSING = "–"  # the one mark for a figure that is not there (never 0, which is a value)
+
 
 def format_bytes(n: float | None) -> str:
     if n is None:
-        return "–"
+        return MISSING
     value = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(value) < 1024 or unit == "TB":
@@ -21,7 +24,7 @@ def format_bytes(n: float | None) -> str:
 
 def format_count(n: int | None) -> str:
     if n is None:
-        return "–"
+        return MISSING
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= div:
             return f"{n / div:.1f} {suffix}"
@@ -29,8 +32,9 @@ def format_count(n: int | None) -> str:
 
 
 def format_ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
+    """The one millisecond formatter: '12 ms', '3.4 ms'; MISSING for None or NaN."""
+    if seconds is None or not math.isfinite(seconds):
+        return MISSING
     ms = seconds * 1000.0
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ui.cost_model import (
+from ui.formatting import MISSING
+from ui.viewmodels.cost import (
     Baseline,
     CostInputs,
     CostModel,
@@ -14,8 +15,10 @@ from ui.cost_model import (
     cost_line,
     cost_per_million,
     device_hours_per_day,
+    describe_basis,
     format_money,
 )
+from ui.viewmodels.throughput import MIN_COMPARE_TOKENS, Throughput
 
 
 def test_cost_per_million_tokens():
@@ -53,23 +56,42 @@ def test_comparison_with_the_baseline():
     assert missing.current is None and missing.speedup is None and missing.baseline is not None
 
 
+def busy(tokens_per_s: float, seconds: float = 20.0, *, t_from: float = 0.0, busy_fraction: float = 1.0):
+    return Throughput(tokens_per_s, t_from, t_from + seconds, int(tokens_per_s * seconds), seconds * busy_fraction)
+
+
 def test_a_captured_baseline_wins_over_the_automatic_one():
     model = CostModel(CostInputs(price_per_hour=3.6))
-    auto = Baseline(100.0, "auto", "kv on · batch 8", 0.0, 20.0)
+    auto = Baseline.from_throughput(busy(100.0), "auto", "kv on · batch 8")
     assert model.baseline(auto) is auto
-    captured = Baseline(250.0, "captured", "kv on · batch 8 · spec ngram k=4", 30.0, 60.0)
-    model.capture_baseline(captured)
+    captured = Baseline.from_throughput(busy(250.0, t_from=30.0), "captured", "kv on · batch 8 · spec ngram k=4")
+    assert model.capture_baseline(captured) is None
     assert model.baseline(auto) is captured
-    assert model.comparison(500.0, auto).speedup == pytest.approx(2.0)
-    assert model.to_dict()["captured_baseline"]["tokens_per_s"] == 250.0
+    assert model.comparison(busy(500.0), auto).speedup == pytest.approx(2.0)
+    saved = model.to_dict()["captured_baseline"]
+    assert saved["tokens_per_s"] == 250.0 and saved["num_tokens"] == 5000
     model.clear_baseline()
-    assert model.comparison(500.0, auto).speedup == pytest.approx(5.0)
+    assert model.comparison(busy(500.0), auto).speedup == pytest.approx(5.0)
+
+
+def test_no_ratio_on_too_little_or_idle_data():
+    model = CostModel(CostInputs(price_per_hour=3.6))
+    auto = Baseline.from_throughput(busy(100.0), "auto", "kv on")
+    thin = model.comparison(busy(100.0, seconds=2.0), auto)  # 200 tokens in 2 s
+    assert thin.speedup is None and thin.saving_fraction is None
+    assert thin.current is not None and thin.baseline is not None  # the figures still show
+    assert "200 tokens" in thin.refusal and f"{MIN_COMPARE_TOKENS}" in thin.refusal
+    idle = model.comparison(busy(100.0, busy_fraction=0.3), auto)
+    assert idle.speedup is None and "busy 30 %" in idle.refusal
+    short = Baseline.from_throughput(Throughput(500.0, 0.0, 3.0, 1500, 3.0), "captured", "kv on")
+    assert "3.0 s" in model.capture_baseline(short) and model.captured is None  # refused, not kept
+    assert describe_basis(busy(100.0)) == "2,000 tokens over 20.0 s (100 % busy)"
 
 
 def test_inputs_reject_negative_values_and_money_formats():
     with pytest.raises(ValueError):
         CostInputs(price_per_hour=-1)
-    assert format_money(None) == "—"
+    assert format_money(None) == MISSING
     assert format_money(1234.5) == "$1,234"
     assert format_money(12.345) == "$12.35"
     assert format_money(0.01234) == "$0.0123"

@@ -17,9 +17,10 @@ from engine.engine import Engine
 from engine.loadgen import LoadSpec
 from ui.bridge import EngineBridge
 from ui.charts import MIB
-from ui.cost_model import cost_per_million, format_money
+from ui.viewmodels.cost import cost_per_million, format_money
 from ui.dashboard_model import DashboardModel, read_csv
 from ui.dashboard_view import DashboardView
+from ui.viewmodels.throughput import shortfall
 from ui.loadgen_panel import REPETITIVE_PROMPTS
 
 TIMEOUT_MS = 60_000
@@ -160,7 +161,7 @@ def test_exports_parse_back_to_the_values_shown(dashboard, qtbot, tmp_path):
 def test_cost_view_follows_the_measured_throughput_and_the_price(dashboard, qtbot):
     view, model = dashboard, dashboard.model
     cost = view.cost_view
-    load_until(view, qtbot, lambda: model.current_throughput() is not None)
+    load_until(view, qtbot, lambda: shortfall(model.current_throughput()) is None)
     cost.price_spin.setValue(3.60)
     assert cost.baseline_button.isEnabled()
     cost.baseline_button.click()

@@ -216,17 +216,32 @@ def test_throughput_counts_tokens_over_the_interval(model):
 
 
 def test_current_throughput_starts_at_the_last_change_and_auto_baseline_ends_there(model):
-    for i in range(1, 41):  # 4 s at 40 tok/s
+    for i in range(1, 81):  # 8 s at 40 tok/s
         model.record_step(step(i * 0.1, out=4))
-    assert model.auto_baseline(window_s=20.0) is None  # the first window is not full yet
-    model.record_marker(T0 + 4.0, "batching off")
-    for i in range(41, 81):  # 4 s at 20 tok/s
+    assert model.auto_baseline(window_s=20.0) is None  # the first busy stretch goes on: not full yet
+    model.record_marker(T0 + 8.0, "batching off")
+    for i in range(81, 161):  # 8 s at 20 tok/s
         model.record_step(step(i * 0.1, out=2))
     current = model.current_throughput()
-    assert current.t_from_s == 4.0 and current.tokens_per_s == pytest.approx(20.0)
+    assert current.t_from_s == 8.0 and current.tokens_per_s == pytest.approx(20.0)
     base = model.auto_baseline(window_s=20.0)  # closed early by the change
-    assert (base.t_from_s, base.t_to_s) == (pytest.approx(0.1), 4.0)
-    assert base.tokens_per_s == pytest.approx(39 * 4 / 3.9)
+    # the stretch starts where the first step started (its stamp less its 0.01 s compute)
+    assert (base.t_from_s, base.t_to_s) == (pytest.approx(0.09), 8.0)
+    assert base.num_tokens == 320 and base.tokens_per_s == pytest.approx(320 / 7.91)
+    assert base.busy_fraction == pytest.approx(1.0)
+
+
+def test_auto_baseline_skips_an_idle_start_and_refuses_a_thin_stretch(model):
+    # a few requests, then nothing for 20 s: the old 'first 20 s' read this as a 0.9 tok/s baseline
+    for i in range(1, 6):
+        model.record_step(step(i * 0.1, out=4))
+    for i in range(1, 101):  # then 10 s of load at 40 tok/s
+        model.record_step(step(25.0 + i * 0.1, out=4))
+    assert model.auto_baseline(window_s=20.0) is None  # the busy stretch is still filling its 20 s
+    base = model.auto_baseline(window_s=8.0)
+    assert base is not None and (base.t_from_s, base.t_to_s) == (pytest.approx(25.09), pytest.approx(33.09))
+    assert base.num_tokens == 320 and base.tokens_per_s == pytest.approx(40.0)
+    assert model.throughput(0.0, 35.0).busy_fraction < 0.5  # the whole span: mostly idle
 
 
 # ---------------------------------------------------------------------- exports
@@ -275,7 +290,7 @@ def test_session_json_round_trips(model):
 
 
 def test_model_modules_do_not_import_qt():
-    code = ("import sys, ui.dashboard_model, ui.cost_model; "
+    code = ("import sys, ui.dashboard_model, ui.viewmodels.cost; "
             "print(any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

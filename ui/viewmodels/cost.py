@@ -8,14 +8,19 @@ devices needed = ceil(device-hours / 24). It assumes the measured throughput hol
 volume, i.e. the same concurrency as the measurement (one device, load as generated).
 
 The baseline is what the optimised configuration is compared against: a throughput the user
-captured ("Use current as baseline"), else the dashboard's first window of measurements
-before any configuration change.
+captured ("Use current as baseline"), else the dashboard's first *busy* stretch before any
+configuration change (an idle stretch is no baseline). Each side states how many tokens over
+how many seconds it rests on, and no ratio is given while either side is too thin
+(ui.viewmodels.throughput.shortfall).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ui.formatting import MISSING
+from ui.viewmodels.throughput import Throughput, shortfall
 
 SECONDS_PER_HOUR = 3600.0
 TOKENS_PER_MILLION = 1_000_000.0
@@ -35,10 +40,19 @@ class CostInputs:
 @dataclass(frozen=True)
 class Baseline:
     tokens_per_s: float
-    source: str  # 'captured' (the user pressed the button) | 'auto' (first window before any change)
+    source: str  # 'captured' (the user pressed the button) | 'auto' (first busy stretch before any change)
     label: str  # the configuration it measured
     t_from_s: float
     t_to_s: float
+    num_tokens: int
+    busy_s: float
+
+    @classmethod
+    def from_throughput(cls, m: Throughput, source: str, label: str) -> Baseline:
+        return cls(m.tokens_per_s, source, label, m.t_from_s, m.t_to_s, m.num_tokens, m.busy_s)
+
+    def as_throughput(self) -> Throughput:
+        return Throughput(self.tokens_per_s, self.t_from_s, self.t_to_s, self.num_tokens, self.busy_s)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class CostComparison:
     speedup: float | None  # current tokens/s over baseline tokens/s
     saving_fraction: float | None  # 1 - current cost / baseline cost
     saving_per_day: float | None
+    refusal: str | None = None  # why there is no ratio although both sides have a figure
 
 
 def cost_per_million(tokens_per_s: float, price_per_hour: float) -> float | None:
@@ -98,8 +113,12 @@ class CostModel:
         self.inputs = inputs or CostInputs()
         self.captured: Baseline | None = None
 
-    def capture_baseline(self, baseline: Baseline) -> None:
-        self.captured = baseline
+    def capture_baseline(self, baseline: Baseline) -> str | None:
+        """Keep `baseline` unless it is too thin to compare on; returns the reason if it is."""
+        reason = shortfall(baseline.as_throughput(), "the baseline")
+        if reason is None:
+            self.captured = baseline
+        return reason
 
     def clear_baseline(self) -> None:
         self.captured = None
@@ -107,9 +126,18 @@ class CostModel:
     def baseline(self, auto: Baseline | None) -> Baseline | None:
         return self.captured or auto
 
-    def comparison(self, current_tps: float | None, auto: Baseline | None) -> CostComparison:
+    def comparison(self, current: Throughput | None, auto: Baseline | None) -> CostComparison:
+        """Current against the baseline; the ratios only when both sides rest on enough data."""
         base = self.baseline(auto)
-        return compare(current_tps, None if base is None else base.tokens_per_s, self.inputs)
+        result = compare(None if current is None else current.tokens_per_s,
+                         None if base is None else base.tokens_per_s, self.inputs)
+        if result.speedup is None:
+            return result
+        reason = (shortfall(base.as_throughput(), "the baseline")
+                  or shortfall(current, "the current measurement"))
+        if reason is None:
+            return result
+        return CostComparison(result.current, result.baseline, None, None, None, refusal=reason)
 
     def to_dict(self) -> dict:
         b = self.captured
@@ -119,13 +147,21 @@ class CostModel:
             "avg_output_tokens": self.inputs.avg_output_tokens,
             "captured_baseline": None if b is None else {
                 "tokens_per_s": b.tokens_per_s, "source": b.source, "label": b.label,
-                "t_from_s": b.t_from_s, "t_to_s": b.t_to_s},
+                "t_from_s": b.t_from_s, "t_to_s": b.t_to_s, "num_tokens": b.num_tokens, "busy_s": b.busy_s},
         }
+
+
+def describe_basis(m: Throughput | Baseline | None) -> str:
+    """What a figure rests on: '1,234 tokens over 20.0 s (96 % busy)'."""
+    if m is None:
+        return MISSING
+    t = m.as_throughput() if isinstance(m, Baseline) else m
+    return f"{t.num_tokens:,} tokens over {t.span_s:,.1f} s ({t.busy_fraction * 100:.0f} % busy)"
 
 
 def format_money(value: float | None, currency: str = "$") -> str:
     if value is None or not math.isfinite(value):
-        return "—"
+        return MISSING
     if abs(value) >= 100:
         return f"{currency}{value:,.0f}"
     if abs(value) >= 1:

@@ -35,6 +35,8 @@ from ui.transcript import TranscriptView
 from ui.widgets import label, named
 
 RENDER_INTERVAL_MS = 40  # re-render a streaming answer at most ~25 times a second
+RENDER_SHARE = 0.2  # ...and spend at most this share of the GUI thread on it (long answers)
+MAX_RENDER_INTERVAL_MS = 1000
 TITLE_CHARS = 48
 REQUEST_TAG = "chat"
 
@@ -314,7 +316,11 @@ class ChatView(QWidget):
 
     def _render_pending(self) -> None:
         if self._pending is not None and self._pending.view is not None:
-            self._pending.view.render()
+            view = self._pending.view
+            view.render()
+            # a long answer costs more per render: render it less often
+            interval = int(view.last_render_s * 1000 / RENDER_SHARE)
+            self._render_timer.setInterval(max(RENDER_INTERVAL_MS, min(MAX_RENDER_INTERVAL_MS, interval)))
 
     def _show_conversation(self) -> None:
         self._remove_views_from(0)

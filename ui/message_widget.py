@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+import time
+
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QTextDocument
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
@@ -21,12 +24,20 @@ from ui.theme import LIGHT, Theme
 from ui.widgets import label, named
 
 
+RENDER_BUDGET_S = 0.02  # Markdown conversion per render call; the rest follows on the next turn
+
+
 class AutoHeightBrowser(QTextBrowser):
-    """A read-only rich-text view as tall as its document: the transcript scrolls, not each message."""
+    """A read-only rich-text view as tall as its document: the transcript scrolls, not each message.
+
+    It never loads anything by itself: no resource (image, stylesheet) is fetched whatever the
+    document names, and a click on a link only emits anchorClicked (the message view decides)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.setOpenExternalLinks(True)
+        self.setOpenExternalLinks(False)
+        self.setOpenLinks(False)
+        self.refused_resources: list[str] = []  # what the document asked for and did not get
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -44,12 +55,26 @@ class AutoHeightBrowser(QTextBrowser):
     def sizeHint(self) -> QSize:
         return QSize(super().sizeHint().width(), self.height())
 
+    def loadResource(self, kind: int, name: QUrl):  # noqa: N802 - Qt override
+        """Model text must never make the app read a file, a device or a network resource.
+        An empty (not a null) value: on null, QTextDocument would read a local file itself."""
+        self.refused_resources.append(name.toString())
+        del self.refused_resources[:-20]
+        if kind == int(QTextDocument.ResourceType.ImageResource):
+            return QImage()
+        return QByteArray()
+
+    def setSource(self, name: QUrl, *args) -> None:  # noqa: N802 - Qt override
+        """Never navigate inside a message (a link to file:///etc/passwd would show that file)."""
+        return
+
 
 class MessageView(QFrame):
     """Renders one message. The chat view owns the data flow; this widget only shows it."""
 
     regenerate_requested = Signal()
     edit_submitted = Signal(str)
+    link_blocked = Signal(str)  # a clicked link that is not http(s): nothing was opened
 
     def __init__(self, role: str, text: str = "", *, message_id: int | None = None,
                  metrics: dict | None = None, config: dict | None = None,
@@ -68,6 +93,10 @@ class MessageView(QFrame):
         self.error: str | None = None
         self._theme = theme
         self._colour_tokens = False
+        self._renderer = rich_text.MarkdownRenderer()
+        self._continue_pending = False
+        self.last_render_s = 0.0
+        self.link_dialog: QMessageBox | None = None
 
         self._who = label(who, "message_role_label", f"{who} said", role="message_role")
         self._copy = self._tool("Copy", "copy_message_button", "Copy message", self._copy_text)
@@ -85,6 +114,7 @@ class MessageView(QFrame):
             header.addWidget(b)
 
         self.body = named(AutoHeightBrowser(), "message_body", f"{who} message text")
+        self.body.anchorClicked.connect(self._on_link_clicked)
         self._editor = named(QPlainTextEdit(), "message_editor", "Edit message text")
         self._editor.setMinimumHeight(80)
         self._editor.hide()
@@ -182,14 +212,55 @@ class MessageView(QFrame):
             self.render()
 
     def render(self) -> None:
+        """Show the text. Markdown conversion has a time budget: blocks it did not reach show as
+        plain text and a follow-up render (next event-loop turn) converts them."""
+        started = time.perf_counter()
+        self._continue_pending = False
         doc = self.body.document()
         doc.setDefaultStyleSheet(rich_text.document_css(self._theme))
+        complete = True
         if self._colour_tokens and self.runs:
             html = rich_text.origin_html(self.text, self.runs, self._theme, streaming=self.streaming)
         else:
-            html = rich_text.markdown_html(self.text, streaming=self.streaming)
+            html, complete = self._renderer.render(self.text, streaming=self.streaming,
+                                                   budget_s=RENDER_BUDGET_S)
         self.body.setHtml(html)
         self.body.setVisible(bool(self.text) or self.streaming or not self.error)
+        if not complete and not self._continue_pending:
+            self._continue_pending = True
+            QTimer.singleShot(0, self._continue_render)
+        self.last_render_s = time.perf_counter() - started
+
+    @property
+    def render_complete(self) -> bool:
+        return not self._continue_pending
+
+    def _continue_render(self) -> None:
+        if self._continue_pending:
+            self.render()
+
+    # ---- links: http(s) only, after the user saw the whole target
+    def _on_link_clicked(self, url: QUrl) -> None:
+        target = url.toString()
+        if not rich_text.link_allowed(target):
+            self.link_blocked.emit(target)
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, "Open link?",
+                          "Open this link in your web browser?", parent=self)
+        named(box, "open_link_dialog", "Open link?")
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        box.setInformativeText(target)  # the full target, not the text the model wrote over it
+        box.setStandardButtons(QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda _r, b=box, u=QUrl(url): self._on_link_answered(b, u))
+        self.link_dialog = box
+        box.open()
+
+    def _on_link_answered(self, box: QMessageBox, url: QUrl) -> None:
+        if box.clickedButton() is box.button(QMessageBox.StandardButton.Open):
+            QDesktopServices.openUrl(url)
+        self.link_dialog = None
+        box.deleteLater()
 
     def _refresh_footer(self) -> None:
         figures, config = footer_lines(self.metrics, self.config)

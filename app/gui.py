@@ -48,6 +48,47 @@ def limit_torch_threads() -> int:
     return threads
 
 
+CORRUPT_DIALOG_NAME = "unreadable_database_dialog"
+
+
+def ask_move_aside(error) -> bool:
+    """Ask whether to move an unreadable conversations database aside (a real dialog)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "Conversations cannot be read",
+                      "The saved conversations cannot be read, so the workbench cannot show them.")
+    box.setObjectName(CORRUPT_DIALOG_NAME)
+    box.setAccessibleName("Conversations cannot be read")
+    box.setTextFormat(Qt.TextFormat.PlainText)
+    box.setInformativeText(f"File: {error.path}\nProblem: {error.reason}\n\n"
+                           "Move it aside (renamed, nothing is deleted) and start with no conversations?")
+    move = box.addButton("Move aside and start fresh", QMessageBox.ButtonRole.AcceptRole)
+    move.setObjectName("move_database_aside_button")
+    quit_button = box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
+    quit_button.setObjectName("quit_button")
+    box.setDefaultButton(move)
+    box.exec()
+    return box.clickedButton() is move
+
+
+def open_store(path=None, ask=ask_move_aside):
+    """The conversation store, or None when it cannot be read and the user chose to quit.
+    An unreadable database is moved aside only after the user agreed (the dialog names it)."""
+    from app.storage import ConversationStore, DatabaseUnreadable, move_aside
+
+    try:
+        store = ConversationStore(path)
+    except DatabaseUnreadable as exc:
+        if not ask(exc):
+            return None
+        moved = move_aside(exc.path)
+        print(f"workbench: moved the unreadable conversations database to {moved}", file=sys.stderr)
+        store = ConversationStore(exc.path)
+    store.mark_interrupted()
+    return store
+
+
 def add_views(window, bridge, model: str | None, draft: str | None) -> None:
     """The Compare and Dashboard tabs (each owns its own threads; the window shuts them down)."""
     from ui.compare_bridge import CompareBridge
@@ -66,7 +107,6 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app import paths
-    from app.storage import ConversationStore
     from engine.config import SpeculativeConfig, SpeculativeMode
     from engine.engine import Engine
     from ui.bridge import EngineBridge
@@ -88,6 +128,10 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     collector = GuiThreadGarbageCollector(app)
     collector.start()
 
+    store = open_store()
+    if store is None:
+        collector.stop()
+        return 1
     data_override = os.environ.get("WORKBENCH_DATA_DIR")
     settings = WorkbenchSettings(default_settings(paths.user_data_dir() if data_override else None))
     saved = settings.engine_config()
@@ -98,7 +142,6 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
                     config=saved.with_(speculative=SpeculativeConfig(mode=SpeculativeMode.OFF)),
                     collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
     bridge = EngineBridge(engine)
-    store = ConversationStore()
     draft_dir = paths.bundled_draft_dir()
     window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
                         bundled_draft=draft_dir if draft_dir.is_dir() else None)

@@ -91,3 +91,98 @@ def test_run_gui_opens_the_window_and_exits_cleanly(tmp_path, tiny_llama_dir):
     assert result["tabs"] == ["Chat", "Compare", "Dashboard"]
     assert result["engine_alive"] is False
     assert (tmp_path / "conversations.sqlite3").is_file() and (tmp_path / "settings.ini").is_file()
+
+
+# ---------------------------------------------------------------- an unreadable conversations database
+
+def _answer_dialog(button_name: str, seen: dict) -> None:
+    """Click `button_name` in the unreadable-database dialog once it is up (a real modal dialog)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
+
+    box = QApplication.activeModalWidget()
+    if isinstance(box, QMessageBox) and box.objectName() == gui.CORRUPT_DIALOG_NAME:
+        seen["text"] = box.informativeText()
+        box.findChild(QPushButton, button_name).click()
+    else:
+        QTimer.singleShot(10, lambda: _answer_dialog(button_name, seen))
+
+
+@pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
+def test_an_unreadable_database_is_moved_aside_after_asking(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+
+    db = tmp_path / "conversations.sqlite3"
+    garbage = b"this is not a database " * 200
+    db.write_bytes(garbage)
+    seen: dict = {}
+    QTimer.singleShot(0, lambda: _answer_dialog("move_database_aside_button", seen))
+    store = gui.open_store(db)
+    try:
+        assert str(db) in seen["text"], "the dialog names the file"
+        conv = store.create_conversation("fresh")
+        assert [c.title for c in store.conversations()] == ["fresh"] and conv.id == 1
+        [moved] = [p for p in tmp_path.iterdir() if p.name.startswith("conversations.sqlite3.unreadable-")]
+        assert moved.read_bytes() == garbage, "nothing was deleted"
+    finally:
+        store.close()
+
+
+@pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
+def test_quitting_at_the_unreadable_database_dialog_leaves_the_file_alone(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+
+    db = tmp_path / "conversations.sqlite3"
+    db.write_bytes(b"\x00" * 5000)
+    seen: dict = {}
+    QTimer.singleShot(0, lambda: _answer_dialog("quit_button", seen))
+    assert gui.open_store(db) is None
+    assert seen["text"] and db.read_bytes() == b"\x00" * 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conversations.sqlite3"]
+
+
+def test_a_damaged_database_is_reported_not_crashed_on(tmp_path):
+    from app.storage import ConversationStore, DatabaseUnreadable
+
+    db = tmp_path / "conversations.sqlite3"
+    store = ConversationStore(db)
+    conv = store.create_conversation("x")
+    for i in range(300):
+        store.add_message(conv.id, "user", f"message {i} " + "y" * 400)
+    store.close()
+    data = bytearray(db.read_bytes())
+    data[4096 * 3: 4096 * 6] = b"\xff" * (4096 * 3)  # wreck some pages in the middle
+    db.write_bytes(bytes(data))
+    with pytest.raises(DatabaseUnreadable) as info:
+        ConversationStore(db).close()
+    assert info.value.path == db
+
+
+RUN_GUI_CORRUPT_SCRIPT = RUN_GUI_SCRIPT.replace(
+    "QTimer.singleShot(0, close_when_loaded)",
+    """def click_move():
+    from PySide6.QtWidgets import QMessageBox, QPushButton
+    box = QApplication.activeModalWidget()
+    if isinstance(box, QMessageBox) and box.objectName() == gui.CORRUPT_DIALOG_NAME:
+        box.findChild(QPushButton, "move_database_aside_button").click()
+    else:
+        QTimer.singleShot(20, click_move)
+
+QTimer.singleShot(0, click_move)
+QTimer.singleShot(0, close_when_loaded)""")
+
+
+def test_run_gui_starts_when_the_database_is_corrupt(tmp_path, tiny_llama_dir):
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "conversations.sqlite3").write_bytes(b"garbage" * 1000)
+    env = dict(os.environ, WORKBENCH_DATA_DIR=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", RUN_GUI_CORRUPT_SCRIPT, str(tiny_llama_dir)], env=env,
+                         capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0 and result["model"] == str(tiny_llama_dir)
+    assert "moved the unreadable conversations database to" in out.stderr
+    assert any(p.name.startswith("conversations.sqlite3.unreadable-") for p in tmp_path.iterdir())

@@ -47,7 +47,9 @@ class DeviceKind(enum.Enum):
 class BatchingConfig:
     enabled: bool = True
     max_batch_size: int = 8
-    token_budget: int = 2048  # tokens computed per step, all rows together
+    # tokens computed per step, all rows together: long prompts are prefilled in chunks of this
+    # size, so running rows keep decoding between chunks and a shutdown waits one chunk at most
+    token_budget: int = 512
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size)

@@ -50,7 +50,9 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 320, *, with_eos: bool = Tr
 
 
 def build_llama(out_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, vocab_tok=None,
-                tie: bool = True) -> Path:
+                tie: bool = True, head_dim: int | None = None) -> Path:
+    """head_dim: per-head width (default hidden / 4); servers such as vLLM's CPU kernels
+    accept only common sizes (64, 128), so pass head_dim=64 for a model a server can load."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,7 @@ def build_llama(out_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.eos_token_id,
         tie_word_embeddings=tie,
+        **({"head_dim": head_dim} if head_dim is not None else {}),
     )
     model = LlamaForCausalLM(config)
     _sharpen(model)

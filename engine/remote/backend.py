@@ -1,0 +1,431 @@
+"""RemoteBackend: any OpenAI-compatible server behind the same surface as engine.Engine.
+
+submit(GenerateRequest) -> request id, abort(id), reconfigure (refused: a server's settings are
+its launch flags), load_model(name), shutdown(), and an `events` queue of the same frozen
+dataclasses the local engine emits (RequestQueued, TokensGenerated, RequestFinished with
+RequestStats from engine.metrics.request_stats, StepCompleted), plus ServerMetricsSampled.
+
+Client side is the official `openai` SDK: streamed chat / completions with
+stream_options.include_usage; cancel = close the stream. Each request streams on its own
+thread (the SDK's streams are blocking); a scraper thread reads /metrics when the server has it.
+Figures the server does not give are None (unknown), never 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+
+import openai
+
+from engine import events as ev
+from engine.config import GenerateRequest
+from engine.events import EngineState, FinishReason, TokenOrigin, now_s
+from engine.metrics import SpecStats, request_stats
+from engine.remote.errors import describe_error
+from engine.remote.events import RemoteConnected, ServerMetricsSampled
+from engine.remote.prom import MetricsParseError, Scrape, parse_metrics
+from engine.remote.server_stats import (
+    ServerEngine,
+    ServerSnapshot,
+    detect_engine,
+    interval,
+    llamacpp_timings,
+    snapshot,
+)
+from engine.remote.step_stats import step_stats_from
+
+log = logging.getLogger(__name__)
+
+LAUNCH_FLAGS_REASON = (
+    "a remote server's KV cache, batching, quantisation and speculative settings are its launch "
+    "flags: they cannot change at runtime. Start it again with other flags (a launch profile).")
+
+# engines that take vLLM's extra sampling fields (top_k, ignore_eos) in an OpenAI request
+EXTRA_SAMPLING_OK = frozenset({ServerEngine.VLLM, ServerEngine.SGLANG, ServerEngine.LLAMACPP})
+
+MAX_BODY_BYTES = 8 << 20  # a /metrics page larger than this is refused
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    base_url: str  # the OpenAI base, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # None: the first model the server lists
+    api_key: str | None = None
+    read_timeout_s: float = 120.0  # longest silence accepted while waiting for a chunk
+    connect_timeout_s: float = 5.0
+    metrics_url: str | None = None  # default: <server root>/metrics
+    metrics_interval_s: float = 0.5  # 0: no scraping
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"backend URL must start with http:// or https://, got {self.base_url!r}")
+        if self.read_timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+    @property
+    def root_url(self) -> str:
+        url = self.base_url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
+    def resolved_metrics_url(self) -> str:
+        return self.metrics_url or self.root_url + "/metrics"
+
+
+@dataclass
+class _Live:
+    request: GenerateRequest
+    submitted_s: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    stream: object = None
+    thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def http_get(url: str, timeout_s: float, api_key: str | None = None) -> bytes:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - the user's own server URL
+        body = resp.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"{url}: answer larger than {MAX_BODY_BYTES} bytes")
+    return body
+
+
+class RemoteBackend:
+    """Thread-safe handle over one server and one model."""
+
+    def __init__(self, spec: RemoteSpec | str, *, event_queue: queue.Queue | None = None) -> None:
+        self.spec = RemoteSpec(spec) if isinstance(spec, str) else spec
+        self.events: queue.Queue[ev.EngineEvent] = event_queue or queue.Queue()
+        self.model: str | None = self.spec.model
+        self.engine_kind: ServerEngine = ServerEngine.OPENAI
+        self.has_metrics = False
+        self._client = openai.OpenAI(
+            base_url=self.spec.base_url, api_key=self.spec.api_key or "EMPTY", max_retries=0,
+            timeout=openai.Timeout(self.spec.read_timeout_s, connect=self.spec.connect_timeout_s))
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(2).hex()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._last_snapshot: ServerSnapshot | None = None
+
+    # ---- lifecycle
+    def start(self) -> "RemoteBackend":
+        if self._started:
+            raise RuntimeError("backend already started")
+        self._started = True
+        self._spawn(self._connect, "workbench-remote-connect")
+        return self
+
+    @property
+    def is_alive(self) -> bool:
+        return self._started and not self._stop.is_set()
+
+    @property
+    def config(self) -> None:
+        """A remote server has no EngineConfig of ours: its settings are launch flags."""
+        return None
+
+    @property
+    def config_label(self) -> str:
+        return f"remote {self.engine_kind.value} · {self.model or '?'}"
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        """Cancel every request in flight (closing its stream), stop the scraper, join."""
+        if not self._started:
+            return True
+        self._stop.set()
+        with self._lock:
+            ids = list(self._live)
+        for rid in ids:
+            self.abort(rid)
+        deadline = now_s() + timeout
+        ok = True
+        for t in list(self._threads):
+            t.join(max(0.0, deadline - now_s()))
+            ok = ok and not t.is_alive()
+        self.events.put(ev.StateChanged(EngineState.STOPPED))
+        return ok
+
+    # ---- commands (any thread)
+    def submit(self, request: GenerateRequest) -> str:
+        if request.request_id is None:
+            request = replace(request, request_id=f"remote-{self._id_prefix}-{next(self._ids)}")
+        rid = request.request_id
+        submitted = now_s()
+        live = _Live(request=request, submitted_s=submitted)
+        with self._lock:
+            if rid in self._live:
+                raise ValueError(f"request id {rid!r} is already in flight")
+            first = not self._live
+            self._live[rid] = live
+        prompt_tokens = len(request.prompt_token_ids) if request.prompt_token_ids is not None else None
+        self.events.put(ev.RequestQueued(request_id=rid, prompt_tokens=prompt_tokens, tag=request.tag,
+                                         timestamp_s=submitted))
+        if first:
+            self.events.put(ev.StateChanged(EngineState.RUNNING))
+        live.thread = self._spawn(lambda: self._run_request(rid, live), f"workbench-remote-{rid}")
+        return rid
+
+    def abort(self, request_id: str) -> None:
+        """Close the request's stream: the server sees the client go and stops generating."""
+        with self._lock:
+            live = self._live.get(request_id)
+        if live is None:
+            return
+        live.cancelled.set()
+        with live.lock:
+            stream = live.stream
+        if stream is not None:
+            _close(stream)
+
+    def reconfigure(self, config: object) -> None:
+        self.events.put(ev.EngineErrorEvent(message=LAUNCH_FLAGS_REASON, where="config"))
+
+    def load_model(self, spec: object) -> None:
+        """Switch to another model the same server serves (its name, or a ModelSpec)."""
+        name = getattr(spec, "name_or_path", spec)
+        self.model = str(name)
+        self._connected.clear()
+        self._spawn(lambda: self._connect(scrape=False), "workbench-remote-connect")
+
+    # ---- threads
+    def _spawn(self, target, name: str) -> threading.Thread:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+        return t
+
+    def _connect(self, scrape: bool = True) -> None:
+        self.events.put(ev.StateChanged(EngineState.LOADING, detail=self.spec.base_url))
+        try:
+            models = list(self._client.models.list())
+        except Exception as exc:  # noqa: BLE001 - any failure is reported as one clear event
+            self.events.put(ev.EngineErrorEvent(message=describe_error(exc, self.spec, self.model), where="load"))
+            self.events.put(ev.StateChanged(EngineState.IDLE))
+            self._connected.set()
+            return
+        ids = tuple(m.id for m in models)
+        if self.model is None and ids:
+            self.model = ids[0]
+        chosen = next((m for m in models if m.id == self.model), None)
+        if chosen is None:
+            self.events.put(ev.EngineErrorEvent(
+                message=f"model {self.model!r} is not served at {self.spec.base_url}; it serves: "
+                        f"{', '.join(ids) or 'nothing'}", where="load"))
+        first = self._scrape() if scrape else None
+        if first is not None:
+            self.has_metrics = True
+        ollama = None if first is not None else self._ollama_version()
+        extra = (chosen.model_extra or {}) if chosen is not None else {}
+        owned_by = getattr(chosen, "owned_by", None)
+        self.engine_kind = detect_engine(first, owned_by=owned_by, ollama_version=ollama)
+        max_len = extra.get("max_model_len")
+        self.events.put(RemoteConnected(
+            base_url=self.spec.base_url, model=self.model or "", engine=self.engine_kind, models=ids,
+            has_metrics=self.has_metrics, max_model_len=max_len if isinstance(max_len, int) else None))
+        if chosen is not None:
+            self.events.put(ev.ModelLoaded(ev.ModelInfo(
+                name_or_path=self.model, architecture=f"remote · {self.engine_kind.value}", num_params=None,
+                dtype=None, device=self.spec.root_url, weights_bytes=None, quantisation=None,
+                vocab_size=None, has_chat_template=None)))
+        if first is not None:
+            self._last_snapshot = snapshot(first, self.engine_kind)
+            self.events.put(ServerMetricsSampled(snapshot=self._last_snapshot, interval=None))
+            if self.spec.metrics_interval_s > 0:
+                self._spawn(self._scrape_loop, "workbench-remote-metrics")
+        with self._lock:
+            busy = bool(self._live)
+        if not busy:
+            self.events.put(ev.StateChanged(EngineState.IDLE))
+        self._connected.set()
+
+    def _ollama_version(self) -> str | None:
+        try:
+            body = json.loads(http_get(self.spec.root_url + "/api/version", self.spec.connect_timeout_s))
+        except (OSError, ValueError):
+            return None
+        v = body.get("version") if isinstance(body, dict) else None
+        return v if isinstance(v, str) else None
+
+    def _scrape(self) -> Scrape | None:
+        t = now_s()
+        try:
+            text = http_get(self.spec.resolved_metrics_url, self.spec.connect_timeout_s).decode("utf-8", "replace")
+            return parse_metrics(text, taken_s=t)
+        except (OSError, ValueError, MetricsParseError) as exc:
+            log.debug("no /metrics at %s: %s", self.spec.resolved_metrics_url, exc)
+            return None
+
+    def scrape_now(self) -> ServerSnapshot | None:
+        """One synchronous read of /metrics under our names (None when the server has none)."""
+        s = self._scrape()
+        return None if s is None else snapshot(s, self.engine_kind)
+
+    def _scrape_loop(self) -> None:
+        while not self._stop.wait(self.spec.metrics_interval_s):
+            s = self._scrape()
+            if s is None:
+                continue
+            snap = snapshot(s, self.engine_kind)
+            prev, self._last_snapshot = self._last_snapshot, snap
+            iv = interval(prev, snap) if prev is not None else None
+            self.events.put(ServerMetricsSampled(snapshot=snap, interval=iv))
+            step = step_stats_from(snap, iv)
+            if step is not None:
+                self.events.put(ev.StepCompleted(step))
+
+    # ---- one request
+    def _open(self, request: GenerateRequest):
+        sp = request.sampling
+        kwargs: dict = dict(model=self.model or "", max_tokens=sp.max_new_tokens, temperature=sp.temperature,
+                            top_p=sp.top_p, stream=True, stream_options={"include_usage": True})
+        if sp.seed is not None:
+            kwargs["seed"] = sp.seed
+        if sp.stop:
+            kwargs["stop"] = list(sp.stop)
+        extra: dict = {}
+        if self.engine_kind in EXTRA_SAMPLING_OK:  # others may refuse unknown fields (HTTP 422)
+            if sp.top_k > 0:
+                extra["top_k"] = sp.top_k
+            if sp.ignore_eos:
+                extra["ignore_eos"] = True
+        elif sp.top_k > 0 or sp.ignore_eos:
+            log.info("%s: top_k / ignore_eos not sent (not an OpenAI field; %s may refuse it)",
+                     self.spec.base_url, self.engine_kind.value)
+        if self.engine_kind is ServerEngine.VLLM:
+            extra["return_token_ids"] = True  # exact tokens per chunk (speculative chunks carry several)
+        if extra:
+            kwargs["extra_body"] = extra
+        if request.messages is not None:
+            msgs = [{"role": r, "content": c} for r, c in request.messages]
+            return self._client.chat.completions.create(messages=msgs, **kwargs)
+        prompt = request.prompt if request.prompt is not None else list(request.prompt_token_ids or ())
+        return self._client.completions.create(prompt=prompt, **kwargs)
+
+    def _run_request(self, rid: str, live: _Live) -> None:
+        times: list[float] = []
+        counts: list[int] = []
+        exact_counts = True
+        text: list[str] = []
+        ids: list[int] = []
+        usage = None
+        finish: str | None = None
+        timings = None
+        error: str | None = None
+        stream = None
+        try:
+            # the connect probe says which engine this is (which fields it takes); bounded wait
+            self._connected.wait(self.spec.connect_timeout_s * 3)
+            stream = self._open(live.request)
+            with live.lock:
+                live.stream = stream
+            if live.cancelled.is_set():
+                _close(stream)
+            for chunk in stream:
+                if live.cancelled.is_set():
+                    break
+                if getattr(chunk, "usage", None) is not None:
+                    usage = chunk.usage
+                extra = chunk.model_extra or {}
+                if "timings" in extra:
+                    timings = llamacpp_timings(extra["timings"])
+                for choice in chunk.choices or ():
+                    delta = getattr(choice, "delta", None)
+                    piece = (getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)) or ""
+                    tok = (choice.model_extra or {}).get("token_ids") if choice.model_extra else None
+                    tok = [int(x) for x in tok] if isinstance(tok, list) and all(isinstance(x, int) for x in tok) else None
+                    if piece or tok:
+                        t = now_s()
+                        n = len(tok) if tok is not None else 1
+                        exact_counts = exact_counts and tok is not None
+                        times.append(t)
+                        counts.append(n)
+                        text.append(piece)
+                        ids.extend(tok or ())
+                        self.events.put(ev.TokensGenerated(
+                            request_id=rid, text=piece, token_ids=tuple(tok or ()),
+                            origins=(TokenOrigin.TARGET,) * len(tok or ()), timestamp_s=t))
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except Exception as exc:  # noqa: BLE001 - the server's failure ends this request only
+            if not live.cancelled.is_set():
+                error = describe_error(exc, self.spec, self.model, tokens_so_far=sum(counts))
+        finally:
+            if stream is not None:
+                _close(stream)
+        finished_s = now_s()
+        if live.cancelled.is_set():
+            reason = FinishReason.CANCELLED
+        elif error is not None:
+            reason = FinishReason.ERROR
+        elif finish is None:
+            reason = FinishReason.ERROR
+            error = (f"the stream from {self.spec.base_url} ended without a finish reason after "
+                     f"{sum(counts)} tokens: the answer is interrupted")
+        else:
+            reason = FinishReason.LENGTH if finish == "length" else FinishReason.STOP
+        if usage is not None and not exact_counts and reason is not FinishReason.ERROR:
+            counts = _fit_counts(counts, int(usage.completion_tokens or 0))
+        stats = self._stats(live, times, counts, finished_s, usage, timings)
+        if error is not None and sum(counts):
+            error += " (the partial answer is kept)"
+        with self._lock:
+            self._live.pop(rid, None)
+            idle = not self._live
+        self.events.put(ev.RequestFinished(
+            request_id=rid, reason=reason, text="".join(text), token_ids=tuple(ids), stats=stats,
+            config_label=self.config_label, error=error, tag=live.request.tag, timestamp_s=finished_s))
+        if idle:
+            self.events.put(ev.StateChanged(EngineState.IDLE))
+
+    def _stats(self, live: _Live, times, counts, finished_s, usage, timings):
+        prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        if prompt is None and live.request.prompt_token_ids is not None:
+            prompt = len(live.request.prompt_token_ids)
+        details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
+        spec = SpecStats()
+        if timings is not None and timings.num_draft_tokens is not None:
+            spec = SpecStats(num_draft_tokens=timings.num_draft_tokens,
+                             num_accepted_tokens=timings.num_accepted_tokens or 0)
+        stats = request_stats(prompt_tokens=prompt or 0, cached_prompt_tokens=cached or 0,
+                              submitted_s=live.submitted_s, emission_times_s=times, emission_counts=counts,
+                              finished_s=finished_s, prefill_time_s=None, spec=spec)
+        prefill_tps = None
+        if timings is not None and timings.prompt_tokens and timings.prompt_s:
+            prefill_tps = timings.prompt_tokens / timings.prompt_s
+        return replace(stats, prompt_tokens=prompt, cached_prompt_tokens=cached, prefill_tokens_per_s=prefill_tps)
+
+
+def _fit_counts(counts: list[int], total: int) -> list[int]:
+    """Chunk counts (1 per chunk, a guess) made to sum to the server's usage figure."""
+    if not counts:
+        return counts
+    diff = total - sum(counts)
+    if diff >= 0:
+        return counts[:-1] + [counts[-1] + diff]
+    return [1 if i < total else 0 for i in range(len(counts))]
+
+
+def _close(stream) -> None:
+    try:
+        stream.close()
+    except Exception as exc:  # noqa: BLE001 - closing a broken stream may raise; it is closed either way
+        log.debug("closing stream: %s", exc)

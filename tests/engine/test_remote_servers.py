@@ -1,0 +1,240 @@
+"""The remote backend against real servers over real sockets: vLLM (CPU build, ngram
+speculative decoding on) and `transformers serve`. No mock of the protocol anywhere here."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from engine import events as ev
+from engine.config import GenerateRequest, SamplingParams
+from engine.remote import RemoteBackend, RemoteSpec
+from engine.remote.events import RemoteConnected, ServerMetricsSampled
+from engine.remote.launch import free_port
+from engine.remote.server_stats import ServerEngine
+from tests.helpers.remote_servers import (
+    API_KEY,
+    SERVED,
+    finished,
+    independent_counter,
+    server_model_dir,
+    start_transformers_serve,
+    start_vllm,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "the quick brown fox"
+# a prompt whose answer repeats itself, so ngram drafts find matches and get accepted
+REPEATING = "to be or not to be to be or not to be to be or not to be"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return server_model_dir(tmp_path_factory.mktemp("served-llama"))
+
+
+@pytest.fixture(scope="module")
+def vllm(model_dir, tmp_path_factory):
+    server = start_vllm(model_dir, tmp_path_factory.mktemp("vllm-log"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tserve(model_dir, tmp_path_factory):
+    server = start_transformers_serve(model_dir, tmp_path_factory.mktemp("tserve-log"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _backend(spec: RemoteSpec) -> RemoteBackend:
+    b = RemoteBackend(spec).start()
+    assert b.wait_connected(30)
+    return b
+
+
+@pytest.fixture
+def vllm_backend(vllm):
+    b = _backend(vllm.remote_spec(metrics_interval_s=0.1))
+    yield b
+    assert b.shutdown(timeout=10)
+
+
+def _chat(text: str, n: int, **kw) -> GenerateRequest:
+    return GenerateRequest(messages=(("user", text),), sampling=SamplingParams(max_new_tokens=n, **kw))
+
+
+def _run(backend: RemoteBackend, request: GenerateRequest, seen: list | None = None) -> ev.RequestFinished:
+    rid = backend.submit(request)
+    return wait_for(backend.events, finished(rid), seen=seen)
+
+
+def test_vllm_detected_with_metrics_and_model_list(vllm_backend):
+    seen: list = []
+    fin = _run(vllm_backend, _chat(PROMPT, 4), seen)
+    connected = [e for e in seen if isinstance(e, RemoteConnected)]
+    assert connected and connected[0].engine is ServerEngine.VLLM
+    assert connected[0].models == (SERVED,) and connected[0].has_metrics
+    assert connected[0].max_model_len == 256
+    loaded = [e for e in seen if isinstance(e, ev.ModelLoaded)]
+    assert loaded[0].info.name_or_path == SERVED
+    assert loaded[0].info.weights_bytes is None  # unknown, not zero
+    assert fin.reason is ev.FinishReason.LENGTH
+
+
+def test_vllm_stream_equals_servers_own_non_streamed_answer(vllm, vllm_backend):
+    seen: list = []
+    fin = _run(vllm_backend, _chat(PROMPT, 40), seen)
+    client = openai.OpenAI(base_url=vllm.base_url, api_key=API_KEY, max_retries=0)
+    ref = client.chat.completions.create(model=SERVED, messages=[{"role": "user", "content": PROMPT}],
+                                         max_tokens=40, temperature=0)
+    assert fin.error is None and fin.text
+    assert fin.text == ref.choices[0].message.content
+    assert fin.stats.completion_tokens == ref.usage.completion_tokens == 40
+    assert fin.stats.prompt_tokens == ref.usage.prompt_tokens
+    tokens = [e for e in seen if isinstance(e, ev.TokensGenerated) and e.request_id == fin.request_id]
+    assert "".join(t.text for t in tokens) == fin.text
+    # vLLM gives each chunk's token ids: per-emission counts are exact, so are ITL gaps
+    assert sum(len(t.token_ids) for t in tokens) == 40 == len(fin.token_ids)
+    assert len(fin.stats.itl_s) == len(tokens) - 1
+    assert 0 < fin.stats.ttft_s < fin.stats.e2e_s
+
+
+def test_vllm_raw_prompt_completion_equals_non_streamed(vllm, vllm_backend):
+    fin = _run(vllm_backend, GenerateRequest(prompt=PROMPT, sampling=SamplingParams(max_new_tokens=24)))
+    client = openai.OpenAI(base_url=vllm.base_url, api_key=API_KEY, max_retries=0)
+    ref = client.completions.create(model=SERVED, prompt=PROMPT, max_tokens=24, temperature=0)
+    assert fin.text == ref.choices[0].text and fin.stats.completion_tokens == 24
+
+
+def test_vllm_counters_equal_metrics_deltas(vllm, vllm_backend):
+    names = {"gen": "vllm:generation_tokens_total", "drafts": "vllm:spec_decode_num_drafts_total",
+             "drafted": "vllm:spec_decode_num_draft_tokens_total",
+             "accepted": "vllm:spec_decode_num_accepted_tokens_total"}
+    # a snapshot taken when the server is idle starts the window
+    start = wait_for(vllm_backend.events, lambda e: isinstance(e, ServerMetricsSampled)
+                     and e.snapshot.num_requests_running == 0)
+    before = {k: independent_counter(vllm.root_url, n) for k, n in names.items()}
+    rids = [vllm_backend.submit(_chat(REPEATING, n)) for n in (30, 45, 60)]
+    fins: dict[str, ev.RequestFinished] = {}
+    samples: list[ServerMetricsSampled] = []
+
+    def done(e):
+        if isinstance(e, ServerMetricsSampled) and e.snapshot.taken_s > start.snapshot.taken_s:
+            samples.append(e)
+        if isinstance(e, ev.RequestFinished):
+            fins[e.request_id] = e
+        return (len(fins) == len(rids) and isinstance(e, ServerMetricsSampled)
+                and e.snapshot.num_requests_running == 0)
+
+    wait_for(vllm_backend.events, done)
+    after = {k: independent_counter(vllm.root_url, n) for k, n in names.items()}
+    delta = {k: after[k] - before[k] for k in names}
+    assert all(f.reason is ev.FinishReason.LENGTH for f in fins.values())
+    # tokens: the requests' own usage figures add up to the server's counter
+    assert sum(f.stats.completion_tokens for f in fins.values()) == delta["gen"] == 135
+    # the dashboard's figures: per-interval deltas summed over the window
+    assert sum(s.interval.generation_tokens for s in samples) == delta["gen"]
+    spec = [s.interval.spec for s in samples]
+    assert sum(s.num_drafts for s in spec) == delta["drafts"] > 0
+    assert sum(s.num_draft_tokens for s in spec) == delta["drafted"]
+    assert sum(s.num_accepted_tokens for s in spec) == delta["accepted"] > 0
+    per_pos = [sum(x) for x in zip(*(s.accepted_per_position for s in spec if s.accepted_per_position))]
+    assert sum(per_pos) == delta["accepted"]
+    steps = []
+    while not vllm_backend.events.empty():
+        e = vllm_backend.events.get_nowait()
+        if isinstance(e, ev.StepCompleted):
+            steps.append(e.stats)
+    assert all(s.kv_cache_bytes is None and s.rss_bytes is None for s in steps)  # unknown, never 0
+
+
+def test_vllm_abort_closes_stream_and_running_gauge_returns_to_zero(vllm, vllm_backend):
+    before = independent_counter(vllm.root_url, "vllm:generation_tokens_total")
+    rid = vllm_backend.submit(_chat(PROMPT, 220, ignore_eos=True))
+    wait_for(vllm_backend.events, lambda e: isinstance(e, ev.TokensGenerated) and e.request_id == rid)
+    vllm_backend.abort(rid)
+    fin = wait_for(vllm_backend.events, finished(rid))
+    assert fin.reason is ev.FinishReason.CANCELLED and fin.error is None
+    assert wait_for(vllm_backend.events, lambda e: isinstance(e, ServerMetricsSampled)
+                    and e.snapshot.taken_s > fin.timestamp_s and e.snapshot.num_requests_running == 0)
+    generated = independent_counter(vllm.root_url, "vllm:generation_tokens_total") - before
+    assert generated < 220  # the server stopped generating when the stream closed
+    nxt = _run(vllm_backend, _chat(PROMPT, 8))
+    assert nxt.reason is ev.FinishReason.LENGTH and nxt.stats.completion_tokens == 8
+
+
+def test_vllm_errors_are_one_clear_event_each_and_the_next_request_works(vllm, vllm_backend):
+    cases = {
+        "401": (RemoteSpec(vllm.base_url, model=SERVED, api_key="wrong", metrics_interval_s=0), "HTTP 401"),
+        "404": (RemoteSpec(vllm.base_url, model="no-such-model", api_key=API_KEY, metrics_interval_s=0), "HTTP 404"),
+        "refused": (RemoteSpec(f"http://127.0.0.1:{free_port()}/v1", model=SERVED, metrics_interval_s=0),
+                    "cannot connect"),
+    }
+    for label, (spec, words) in cases.items():
+        bad = _backend(spec)
+        seen: list = []
+        fin = _run(bad, _chat(PROMPT, 4), seen)
+        assert fin.reason is ev.FinishReason.ERROR, label
+        assert words in fin.error, (label, fin.error)
+        assert fin.stats.ttft_s is None and fin.stats.completion_tokens == 0
+        load_errors = [e for e in seen if isinstance(e, ev.EngineErrorEvent)]
+        assert len(load_errors) == 1 and load_errors[0].where == "load", label  # the connect probe says it too
+        assert bad.shutdown(timeout=5)
+        ok = _run(vllm_backend, _chat(PROMPT, 4))
+        assert ok.reason is ev.FinishReason.LENGTH and ok.error is None, label
+
+
+def test_vllm_reconfigure_is_refused_with_the_reason(vllm_backend):
+    from engine.config import EngineConfig
+
+    vllm_backend.reconfigure(EngineConfig())
+    e = wait_for(vllm_backend.events, lambda e: isinstance(e, ev.EngineErrorEvent))
+    assert e.where == "config" and "launch flags" in e.message
+
+
+def test_transformers_serve_stream_equals_non_streamed(tserve):
+    b = _backend(tserve.remote_spec(metrics_interval_s=0.1))
+    try:
+        seen: list = []
+        fin = _run(b, _chat(PROMPT, 30), seen)
+        client = openai.OpenAI(base_url=tserve.base_url, api_key="EMPTY", max_retries=0)
+        ref = client.chat.completions.create(model=tserve.profile.model,
+                                             messages=[{"role": "user", "content": PROMPT}],
+                                             max_tokens=30, temperature=0)
+        assert fin.error is None and fin.text == ref.choices[0].message.content
+        assert fin.stats.completion_tokens == ref.usage.completion_tokens
+        connected = next(e for e in seen if isinstance(e, RemoteConnected))
+        assert connected.engine is ServerEngine.OPENAI and not connected.has_metrics
+        assert not any(isinstance(e, (ServerMetricsSampled, ev.StepCompleted)) for e in seen)
+        assert fin.stats.cached_prompt_tokens is None  # not reported: unknown
+    finally:
+        assert b.shutdown(timeout=10)
+
+
+def test_server_dying_mid_stream_keeps_the_partial_answer(model_dir, tserve, tmp_path):
+    doomed = start_transformers_serve(model_dir, tmp_path, name="doomed")
+    try:
+        b = _backend(doomed.remote_spec(metrics_interval_s=0))
+        rid = b.submit(_chat(PROMPT, 200))  # this model's greedy answer to PROMPT has no EOS
+        wait_for(b.events, lambda e: isinstance(e, ev.TokensGenerated) and e.request_id == rid and e.text)
+        doomed.kill()
+        fin = wait_for(b.events, finished(rid))
+        assert fin.reason is ev.FinishReason.ERROR
+        assert fin.text and "partial answer is kept" in fin.error
+        assert ("mid-stream" in fin.error or "interrupted" in fin.error or "connection" in fin.error), fin.error
+        assert b.shutdown(timeout=5)
+    finally:
+        doomed.stop()
+    ok_backend = _backend(tserve.remote_spec(metrics_interval_s=0))
+    try:
+        ok = _run(ok_backend, _chat(PROMPT, 4))
+        assert ok.reason is ev.FinishReason.LENGTH and ok.error is None
+    finally:
+        ok_backend.shutdown()

@@ -16,7 +16,7 @@ $(PY):
 
 $(VENV)/.stamp-app: pyproject.toml tools/install_torch.py | $(PY)
 	$(PY) tools/install_torch.py
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -e '.[serve]'
 	touch $@
 
 $(VLLM_VENV)/.stamp:
@@ -27,7 +27,7 @@ $(VLLM_VENV)/.stamp:
 
 $(VENV)/.stamp-test: pyproject.toml tools/install_torch.py | $(PY) $(VLLM_VENV)/.stamp
 	$(PY) tools/install_torch.py
-	$(PY) -m pip install -e '.[test,train]'
+	$(PY) -m pip install -e '.[test,train,serve]'
 	touch $@
 
 setup: $(VENV)/.stamp-app

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadtest_cli.add_arguments(load)
 
+    serve = sub.add_parser("serve", help="serve the engine over an OpenAI-compatible HTTP API (no GUI)")
+    _add_model_args(serve)
+    from app import serve_cli
+
+    serve_cli.add_arguments(serve)
+
     train = sub.add_parser("train-demo", help="reproduce the bundled demo model pair")
     try:
         from app import train_demo
@@ -109,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from app import loadtest_cli
 
         return loadtest_cli.run(args)
+    if args.command == "serve":
+        from app import serve_cli
+
+        return serve_cli.run(args)
     if args.command == "train-demo":
         if getattr(args, "_missing_train", False):
             print("the demo recipe is not available in this install", file=sys.stderr)

@@ -37,6 +37,49 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
+BUNDLED_NAMES = {"target": "Shakespeare demo", "draft": "Shakespeare demo draft"}
+
+
+def bundled_model_names() -> dict[str, str]:
+    """Names a user understands for the bundled pair, with their size: 'Shakespeare demo (27.8M)'."""
+    from app import paths
+
+    names = {}
+    for kind, directory in (("target", paths.bundled_target_dir()), ("draft", paths.bundled_draft_dir())):
+        weights = directory / "model.safetensors"
+        if not weights.is_file():
+            continue
+        try:
+            params = _count_params(weights)
+        except (OSError, ValueError) as exc:
+            print(f"workbench: cannot read {weights}: {exc}", file=sys.stderr)
+            params = 0
+        size = f" ({params / 1e6:.1f}M)" if params else ""
+        names[str(directory)] = f"{BUNDLED_NAMES[kind]}{size}"
+    return names
+
+
+def _count_params(weights: Path) -> int:
+    """Parameters in a .safetensors file, from its JSON header only (no tensor is read)."""
+    import json
+    import struct
+
+    with open(weights, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        if size > 100_000_000:
+            raise ValueError("implausible safetensors header")
+        header = json.loads(fh.read(size))
+    total = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        count = 1
+        for dim in entry["shape"]:
+            count *= int(dim)
+        total += count
+    return total
+
+
 def limit_torch_threads() -> int:
     """Leave one core to the GUI thread: with every core in torch's pool, a redraw preempts an
     OpenMP worker and the whole parallel region waits for it (steps 10-100x slower)."""
@@ -144,7 +187,8 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     bridge = EngineBridge(engine)
     draft_dir = paths.bundled_draft_dir()
     window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
-                        bundled_draft=draft_dir if draft_dir.is_dir() else None)
+                        bundled_draft=draft_dir if draft_dir.is_dir() else None,
+                        model_names=bundled_model_names())
     add_views(window, bridge, start_model, draft or (str(draft_dir) if draft_dir.is_dir() else None))
     bridge.start()
     if draft:

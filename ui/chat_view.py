@@ -2,6 +2,11 @@
 
 The view talks to the engine only through the bridge and keeps conversations in a store
 (app.storage.ConversationStore or anything with the same methods), injected by the caller.
+
+An answer is written to the store while it streams (every PERSIST_INTERVAL_MS, one
+transaction each, state 'streaming'), so a hard kill loses at most that much; the app marks
+such answers 'interrupted' at the next start. A history longer than the model's context is
+sent without its oldest messages (the footer says how many), the system prompt always kept.
 """
 
 from __future__ import annotations
@@ -20,25 +25,28 @@ from PySide6.QtWidgets import (
 
 from engine import events as ev
 from engine.config import GenerateRequest
+from ui.chat_history import DEFAULT_CHARS_PER_TOKEN, fit_history, learn_chars_per_token
 from ui.composer import ComposerView
 from ui.conversation_list import ConversationListView
 from ui.formatting import (
     metrics_from_finished,
-    model_display_name,
     origin_runs,
     sampling_label,
 )
 from ui.message_widget import MessageView
-from ui.sampling_panel import SamplingSettingsView, model_defaults
+from ui.model_names import ModelNames
+from ui.sampling_panel import SamplingSettingsView, model_context_length, model_defaults
 from ui.theme import LIGHT, Theme
 from ui.transcript import TranscriptView
-from ui.widgets import label, named
+from ui.widgets import ElidedLabel, label, named
 
 RENDER_INTERVAL_MS = 40  # re-render a streaming answer at most ~25 times a second
 RENDER_SHARE = 0.2  # ...and spend at most this share of the GUI thread on it (long answers)
 MAX_RENDER_INTERVAL_MS = 1000
+PERSIST_INTERVAL_MS = 1000  # write the streaming answer this often (one transaction each)
 TITLE_CHARS = 48
 REQUEST_TAG = "chat"
+STATE_STREAMING, STATE_INTERRUPTED, STATE_DONE = "streaming", "interrupted", "done"
 
 
 @dataclass
@@ -48,24 +56,35 @@ class _Pending:
     view: MessageView | None
     text: str = ""
     runs: list = field(default_factory=list)
+    messages: tuple = ()  # what was sent (after fitting to the context)
+    dropped: int = 0  # earliest messages left out to fit
+    message_id: int | None = None  # the stored row while it streams
+    saved_text: str = ""
 
 
 class ChatView(QWidget):
     generation_started = Signal(str)  # request id
     generation_finished = Signal(object)  # ev.RequestFinished of a chat request
+    answer_saved = Signal(int, str)  # message id, text stored so far (while streaming)
 
-    def __init__(self, bridge, store, theme: Theme = LIGHT, parent=None) -> None:
+    def __init__(self, bridge, store, theme: Theme = LIGHT, parent=None, *, settings=None,
+                 model_names: ModelNames | None = None) -> None:
         super().__init__(parent)
         named(self, "chat_view", "Chat")
         self._bridge = bridge
         self._store = store
         self._theme = theme
+        self._settings = settings  # ui.settings_store.WorkbenchSettings: sampling fields persist
+        self._names = model_names or ModelNames()
         self._conversation_id: int | None = None
         self._pending: _Pending | None = None
         self._last_sampling = ""
+        self._sampling_model: str | None = None  # the model the sampling fields are set for
+        self._chars_per_token: float | None = None  # learnt from the engine's prompt token counts
 
         self.conversations = ConversationListView()
-        self.title = label("New chat", "chat_title", "Conversation title", role="title")
+        self.title = named(ElidedLabel("New chat"), "chat_title", "Conversation title")
+        self.title.setProperty("role", "title")
         self.colour_toggle = named(QCheckBox("Colour tokens by origin"), "colour_tokens_toggle",
                                    "Colour tokens by origin")
         self.colour_toggle.setToolTip("Shade each token by who produced it: accepted from the draft "
@@ -115,6 +134,9 @@ class ChatView(QWidget):
         self._render_timer.setSingleShot(True)
         self._render_timer.setInterval(RENDER_INTERVAL_MS)
         self._render_timer.timeout.connect(self._render_pending)
+        self._persist_timer = QTimer(self)
+        self._persist_timer.setInterval(PERSIST_INTERVAL_MS)
+        self._persist_timer.timeout.connect(self._persist_partial)
 
         self.conversations.conversation_selected.connect(self.select_conversation)
         self.conversations.new_requested.connect(self.new_conversation)
@@ -124,6 +146,7 @@ class ChatView(QWidget):
         self.composer.send_requested.connect(self.send)
         self.composer.stop_requested.connect(self.stop)
         self.settings.system_prompt_edited.connect(self._on_system_prompt_edited)
+        self.settings.values_changed.connect(self._on_sampling_edited)
         bridge.tokens_received.connect(self._on_tokens_received)
         bridge.request_finished.connect(self._on_request_finished)
         bridge.model_loaded.connect(self._on_model_loaded)
@@ -206,10 +229,13 @@ class ChatView(QWidget):
             self._bridge.abort(self._pending.request_id)
 
     def regenerate(self) -> str | None:
-        """Drop the last answer and ask again."""
+        """Drop the last answer and ask again; a last question left unanswered (an answer that
+        failed, or the app closed first) is simply answered."""
         if self._pending is not None or self._conversation_id is None or not self._views:
             return None
         last = self._views[-1]
+        if last.role == "user":
+            return self._submit()
         if last.role != "assistant":
             return None
         if last.message_id is not None:
@@ -264,49 +290,112 @@ class ChatView(QWidget):
             return
         self._pending = None
         self._render_timer.stop()
+        self._persist_timer.stop()
         self.composer.set_generating(False)
         metrics = metrics_from_finished(event)
-        runs = origin_runs(p.runs)
         info = self._bridge.model_info
-        config = {
-            "label": event.config_label,
-            "model": model_display_name(info.name_or_path if info else None),
-            "model_path": info.name_or_path if info else None,
-            "sampling": self._last_sampling,
-        }
+        ctx = model_context_length(info) if info is not None else None
+        s = event.stats
+        if (ctx and event.reason is ev.FinishReason.LENGTH
+                and s.prompt_tokens + s.completion_tokens >= ctx - 1):
+            metrics["context_full"] = True  # the context ran out, not the max-tokens setting
+        if p.dropped:
+            metrics["dropped_messages"] = p.dropped
+            metrics["context_tokens"] = ctx
+        if s.prompt_tokens and event.reason is not ev.FinishReason.ERROR:
+            self._chars_per_token = learn_chars_per_token(p.messages, s.prompt_tokens, self._chars_per_token)
+        runs = origin_runs(p.runs)
+        config = self._config_dict(event.config_label)
+        spans = [[span.first_token, span.label] for span in getattr(event, "config_spans", ()) or ()]
+        if len(spans) > 1:
+            config["spans"] = spans
         error = event.error if event.reason is ev.FinishReason.ERROR else None
         stored = None
         keep = bool(event.text) or event.reason is not ev.FinishReason.ERROR
-        if keep and self._store.conversation(p.conversation_id) is not None:  # not deleted meanwhile
-            stored = self._store.add_message(p.conversation_id, "assistant", event.text,
-                                             metrics={**metrics, "origin_runs": runs}, config=config)
+        exists = self._store.conversation(p.conversation_id) is not None  # not deleted meanwhile
+        if keep and exists:
+            full = {**metrics, "origin_runs": runs}
+            if p.message_id is not None and self._store.update_message(
+                    p.message_id, event.text, metrics=full, config=config, state=STATE_DONE):
+                stored = p.message_id
+            else:
+                stored = self._store.add_message(p.conversation_id, "assistant", event.text,
+                                                 metrics=full, config=config).id
             self._refresh_list()
+        elif p.message_id is not None and exists:
+            self._store.delete_message(p.message_id)  # a failed answer with nothing said
         if p.view is not None:
-            p.view.message_id = stored.id if stored else None
+            p.view.message_id = stored
             p.view.runs = [list(r) for r in runs]
             p.view.finish(event.text, metrics, config, error)
         self._update_actions()
         self.generation_finished.emit(event)
 
+    def _config_dict(self, label: str) -> dict:
+        info = self._bridge.model_info
+        return {
+            "label": label,
+            "model": self._names(info.name_or_path if info else None),
+            "model_path": info.name_or_path if info else None,
+            "sampling": self._last_sampling,
+        }
+
+    def _persist_partial(self) -> None:
+        """Write the answer streaming so far (one transaction), so a hard kill loses little."""
+        p = self._pending
+        if p is None or not p.text or p.text == p.saved_text:
+            return
+        if self._store.conversation(p.conversation_id) is None:
+            return
+        metrics = {"origin_runs": origin_runs(p.runs)}
+        config = self._config_dict(self._bridge.config.describe())
+        if p.message_id is None:
+            p.message_id = self._store.add_message(p.conversation_id, "assistant", p.text, metrics=metrics,
+                                                   config=config, state=STATE_STREAMING).id
+        elif not self._store.update_message(p.message_id, p.text, metrics=metrics, config=config,
+                                            state=STATE_STREAMING):
+            return
+        p.saved_text = p.text
+        self.answer_saved.emit(p.message_id, p.text)
+
     def _on_model_loaded(self, info: ev.ModelInfo) -> None:
-        self.settings.set_defaults(model_defaults(info.name_or_path))
+        name = info.name_or_path
+        if name != self._sampling_model:  # a new model; a requantise reloads the same one
+            defaults = model_defaults(name)
+            saved = self._settings.sampling() if self._settings is not None else None
+            if saved is not None and saved[0] == name:
+                self.settings.set_defaults(defaults, apply=False)
+                self.settings.set_values(saved[1])  # what the user set last time for this model
+            else:
+                self.settings.set_defaults(defaults)
+            self._sampling_model = name
         self._update_empty_state()
+
+    def _on_sampling_edited(self) -> None:
+        if self._settings is not None and self._sampling_model is not None:
+            self._settings.set_sampling(self._sampling_model, self.settings.sampling_params())
 
     # ------------------------------------------------------------------ internals
     def _submit(self) -> str:
         conv = self._store.conversation(self._conversation_id)
-        history = []
-        if conv is not None and conv.system_prompt.strip():
-            history.append(("system", conv.system_prompt.strip()))
-        history += [(m.role, m.content) for m in self._store.messages(self._conversation_id)
-                    if m.role in ("user", "assistant")]
+        system = conv.system_prompt.strip() if conv is not None else ""
+        turns = [(m.role, m.content) for m in self._store.messages(self._conversation_id)
+                 if m.role in ("user", "assistant")]
         sampling = self.settings.sampling_params()
+        info = self._bridge.model_info
+        fitted = fit_history(system or None, turns,
+                             context_tokens=model_context_length(info) if info is not None else None,
+                             max_new_tokens=sampling.max_new_tokens,
+                             chars_per_token=self._chars_per_token or DEFAULT_CHARS_PER_TOKEN)
         self._last_sampling = sampling_label(sampling)
         view = MessageView("assistant", theme=self._theme)
         view.set_colour_tokens(self.colour_toggle.isChecked())
         self._add_view(view)
-        rid = self._bridge.submit(GenerateRequest(messages=tuple(history), sampling=sampling, tag=REQUEST_TAG))
-        self._pending = _Pending(rid, self._conversation_id, view)
+        rid = self._bridge.submit(GenerateRequest(messages=fitted.messages, sampling=sampling, tag=REQUEST_TAG))
+        self._pending = _Pending(rid, self._conversation_id, view, messages=fitted.messages,
+                                 dropped=fitted.dropped)
+        self._render_timer.setInterval(RENDER_INTERVAL_MS)
+        self._persist_timer.start()
         view.set_streaming(True)
         self.composer.set_generating(True)
         self.transcript.follow()
@@ -331,11 +420,15 @@ class ChatView(QWidget):
         if conv is None:
             self._conversation_id = None
         else:
-            for m in self._store.messages(conv.id):
-                metrics = m.metrics or {}
-                self._add_view(MessageView(m.role, m.content, message_id=m.id, metrics=m.metrics,
-                                           config=m.config, runs=metrics.get("origin_runs"), theme=self._theme))
             p = self._pending
+            for m in self._store.messages(conv.id):
+                if p is not None and m.id == p.message_id:
+                    continue  # the answer streaming now is shown from memory below
+                metrics = dict(m.metrics or {})
+                if getattr(m, "state", STATE_DONE) in (STATE_INTERRUPTED, STATE_STREAMING):
+                    metrics["reason"] = STATE_INTERRUPTED
+                self._add_view(MessageView(m.role, m.content, message_id=m.id, metrics=metrics or None,
+                                           config=m.config, runs=metrics.get("origin_runs"), theme=self._theme))
             if p is not None and p.conversation_id == conv.id:
                 view = MessageView("assistant", p.text, runs=[list(r) for r in origin_runs(p.runs)],
                                    theme=self._theme)
@@ -369,7 +462,7 @@ class ChatView(QWidget):
             text = ("No model loaded yet.\nPick the bundled demo, a recent model, a folder or a hub id "
                     "in the engine panel, then say hello.")
         else:
-            text = (f"Chat with {model_display_name(self._bridge.model_info.name_or_path)}.\n"
+            text = (f"Chat with {self._names(self._bridge.model_info.name_or_path)}.\n"
                     "Answers stream in with their tokens/s, time to first token and the exact engine "
                     "configuration. Flip KV cache, batching or quantisation on the left while it runs.")
         self.transcript.set_hint(text)

@@ -39,6 +39,7 @@ from engine.config import (
     SpeculativeConfig,
     SpeculativeMode,
 )
+from ui.model_names import ModelNames
 from ui.model_picker import ModelPickerView
 from ui.widgets import StatusPill, label, named
 
@@ -67,13 +68,15 @@ class EnginePanel(QScrollArea):
     model_requested = Signal(str)
 
     def __init__(self, bridge, *, bundled_target: Path | None = None, bundled_draft: Path | None = None,
-                 recent_models: list[str] | None = None, parent=None) -> None:
+                 recent_models: list[str] | None = None, model_names: ModelNames | None = None,
+                 parent=None) -> None:
         super().__init__(parent)
         named(self, "engine_panel", "Engine panel")
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self._bridge = bridge
         self._bundled_draft = Path(bundled_draft) if bundled_draft else None
+        names = model_names or ModelNames()
         self._applied: EngineConfig = bridge.config
         self._requested: EngineConfig = bridge.config
         self._inflight: list[tuple[dict, str]] = []  # (config dict, group) in the order sent
@@ -83,7 +86,7 @@ class EnginePanel(QScrollArea):
         box = QVBoxLayout(body)
         box.setContentsMargins(12, 12, 12, 12)
         box.setSpacing(12)
-        self.picker = ModelPickerView(bridge, bundled_target, recent_models)
+        self.picker = ModelPickerView(bridge, bundled_target, recent_models, model_names=names)
         self.picker.model_requested.connect(self.model_requested.emit)
         box.addWidget(self._section("model", "Model", self.picker))
 
@@ -114,8 +117,12 @@ class EnginePanel(QScrollArea):
         # speculative decoding
         self.spec_combo = self._combo("speculative_combo", "Speculative decoding mode", SPEC_CHOICES)
         self.draft_input = named(QLineEdit(), "draft_model_input", "Draft model path or hub id")
-        self.draft_input.setPlaceholderText("bundled draft" if self._bundled_draft else "draft model path or hub id")
-        self.draft_input.setToolTip(str(self._bundled_draft) if self._bundled_draft else "")
+        bundled_name = (names(str(self._bundled_draft)) if self._bundled_draft and names.known(str(self._bundled_draft))
+                        else "demo draft")
+        self.draft_input.setPlaceholderText(f"{bundled_name} (bundled)" if self._bundled_draft
+                                            else "draft model path or hub id")
+        self.draft_input.setToolTip(f"Empty: the bundled draft, {self._bundled_draft}" if self._bundled_draft
+                                    else "A draft model folder or hub id with the target's tokenizer")
         self.draft_browse = named(QToolButton(), "draft_browse_button", "Choose draft model folder")
         self.draft_browse.setText("…")
         self.draft_browse.clicked.connect(self._browse_draft)
@@ -202,14 +209,17 @@ class EnginePanel(QScrollArea):
     # ------------------------------------------------------------------ controls -> config
     def _config_from_controls(self) -> EngineConfig:
         base = self._requested
+        mode = self.spec_combo.currentData()
         draft = self.draft_input.text().strip() or None
+        if draft is None and mode is SpeculativeMode.DRAFT and self._bundled_draft is not None:
+            draft = str(self._bundled_draft)  # the empty field means the bundled draft
         return base.with_(
             kv_cache=self.kv_combo.currentData(),
             batching=BatchingConfig(enabled=self.batching_check.isChecked(),
                                     max_batch_size=self.batch_spin.value(),
                                     token_budget=base.batching.token_budget),
             quantisation=self.quant_combo.currentData(),
-            speculative=SpeculativeConfig(mode=self.spec_combo.currentData(),
+            speculative=SpeculativeConfig(mode=mode,
                                           num_draft_tokens=self.k_spin.value(),
                                           adaptive=self.adaptive_check.isChecked(),
                                           draft_model=draft,
@@ -312,11 +322,20 @@ class EnginePanel(QScrollArea):
             self.spec_combo.setCurrentIndex(self.spec_combo.findData(cfg.speculative.mode))
             self.k_spin.setValue(min(cfg.speculative.num_draft_tokens, MAX_K))
             self.adaptive_check.setChecked(cfg.speculative.adaptive)
-            self.draft_input.setText(cfg.speculative.draft_model or "")
+            draft = cfg.speculative.draft_model or ""
+            self.draft_input.setText("" if self._is_bundled_draft(draft) else draft)
         finally:
             for w in widgets:
                 w.blockSignals(False)
         self._update_enabled()
+
+    def _is_bundled_draft(self, draft: str) -> bool:
+        if not draft or self._bundled_draft is None:
+            return False
+        try:
+            return Path(draft).expanduser().resolve() == self._bundled_draft.resolve()
+        except OSError:
+            return False
 
     def _update_enabled(self) -> None:
         mode = self.spec_combo.currentData()

@@ -20,6 +20,7 @@ from engine.config import EngineConfig
 from ui.banner import BannerView
 from ui.chat_view import ChatView
 from ui.engine_panel import EnginePanel
+from ui.model_names import ModelNames
 from ui.settings_store import WorkbenchSettings
 from ui.stall_probe import StallProbe
 from ui.status_bar import StatusBarView
@@ -35,10 +36,25 @@ ABOUT_TEXT = (
 )
 
 
+def app_version() -> str:
+    """The installed package's version (package metadata), or a plain note when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("inference-workbench")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+def about_text() -> str:
+    return ABOUT_TEXT.replace("<h3>Inference Workbench</h3>",
+                              f"<h3>Inference Workbench</h3><p>Version {app_version()}</p>", 1)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, bridge, store, *, settings: WorkbenchSettings | QSettings | None = None,
                  bundled_target: Path | None = None, bundled_draft: Path | None = None,
-                 parent=None) -> None:
+                 model_names: dict[str, str] | None = None, parent=None) -> None:
         super().__init__(parent)
         named(self, "main_window", APP_TITLE)
         self.setWindowTitle(APP_TITLE)
@@ -52,8 +68,9 @@ class MainWindow(QMainWindow):
         self.probe = StallProbe(parent=self)
         QTimer.singleShot(0, self.probe.start)  # measure the running event loop, not start-up
 
+        self.model_names = ModelNames(model_names)
         self.engine_panel = EnginePanel(bridge, bundled_target=bundled_target, bundled_draft=bundled_draft,
-                                        recent_models=self.settings.recent_models())
+                                        recent_models=self.settings.recent_models(), model_names=self.model_names)
         self.engine_dock = named(QDockWidget("Engine"), "engine_dock", "Engine panel")
         self.engine_dock.setWidget(self.engine_panel)
         self.engine_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
@@ -62,8 +79,8 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.engine_dock)
 
         self.banner = BannerView()
-        self.banner.watch(bridge)
-        self.chat = ChatView(bridge, store, self.themes.theme)
+        self.banner.watch(bridge, self.model_names)
+        self.chat = ChatView(bridge, store, self.themes.theme, settings=self.settings, model_names=self.model_names)
         self.chat.set_colour_tokens(self.settings.colour_tokens())
         self.tabs = named(QTabWidget(), "main_tabs", "Views")
         self.tabs.setDocumentMode(True)
@@ -183,7 +200,7 @@ class MainWindow(QMainWindow):
         self.theme_actions[mode].setChecked(True)
 
     def _show_about(self) -> None:
-        QMessageBox.about(self, "About Inference Workbench", ABOUT_TEXT)
+        QMessageBox.about(self, "About Inference Workbench", about_text())
 
     # ------------------------------------------------------------------ wiring slots
     def _on_colour_tokens_toggled(self, on: bool) -> None:

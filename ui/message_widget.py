@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui import rich_text
-from ui.formatting import footer_lines
+from ui.answer_footer import footer_lines
 from ui.theme import LIGHT, Theme
 from ui.widgets import label, named
 
@@ -191,7 +191,9 @@ class MessageView(QFrame):
         self.render()
 
     def set_can_regenerate(self, can: bool) -> None:
-        self._regen.setVisible(can and self.role == "assistant")
+        """On the last answer: ask again; on a last question left unanswered: answer it."""
+        self._regen.setText("Answer" if self.role == "user" else "Regenerate")
+        self._regen.setVisible(can and self.role in ("assistant", "user"))
 
     def set_actions_enabled(self, enabled: bool) -> None:
         for b in (self._edit, self._regen):

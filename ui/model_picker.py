@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine import events as ev
-from ui.formatting import format_bytes, format_count, model_display_name
+from ui.formatting import format_bytes, format_count
+from ui.model_names import ModelNames
 from ui.widgets import StatusPill, label, named
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -30,11 +31,12 @@ class ModelPickerView(QWidget):
     model_requested = Signal(str)  # a path or hub id the user asked to load
 
     def __init__(self, bridge, bundled_target: Path | None = None, recent: list[str] | None = None,
-                 parent=None) -> None:
+                 model_names: ModelNames | None = None, parent=None) -> None:
         super().__init__(parent)
         named(self, "model_picker", "Model picker")
         self._bridge = bridge
         self._bundled = Path(bundled_target) if bundled_target else None
+        self.display_name = model_names or ModelNames()
         self._recent = list(recent or [])
         self._requested: str | None = None
 
@@ -104,7 +106,7 @@ class ModelPickerView(QWidget):
             return
         self._requested = name_or_path
         self.status.show_state("applying")
-        self.status.setText(f"loading {model_display_name(name_or_path)}…")
+        self.status.setText(f"loading {self.display_name(name_or_path)}…")
         self.progress.setValue(0)
         self.progress.show()
         self.model_requested.emit(name_or_path)
@@ -140,7 +142,9 @@ class ModelPickerView(QWidget):
             model.item(0).setEnabled(False)
         bundled_ok = bool(self._bundled and (self._bundled / "config.json").is_file())
         if self._bundled is not None:
-            self.combo.addItem("Demo model (bundled)", str(self._bundled))
+            name = self.display_name(str(self._bundled))
+            self.combo.addItem(f"{name} — bundled" if self.display_name.known(str(self._bundled))
+                               else "Demo model (bundled)", str(self._bundled))
             item = model.item(self.combo.count() - 1)
             item.setToolTip(str(self._bundled) if bundled_ok else
                             "The bundled demo model has not been built yet (see the README)")
@@ -151,7 +155,7 @@ class ModelPickerView(QWidget):
         for path in entries:
             if self._same_as_bundled(path):
                 continue
-            self.combo.addItem(model_display_name(path), path)
+            self.combo.addItem(self.display_name(path), path)
             model.item(self.combo.count() - 1).setToolTip(path)
         index = 0
         for i in range(self.combo.count()):
@@ -190,7 +194,11 @@ class ModelPickerView(QWidget):
         self._requested = None
         self.progress.hide()
         self.status.show_state("applied")
-        self.status.setText(f"loaded {model_display_name(info.name_or_path)}")
+        self.status.setText(f"loaded {self.display_name(info.name_or_path)}")
+        self.status.setToolTip(info.name_or_path)
+        # the path box shows what is loaded, not what was typed before
+        self.hub_input.setText(info.name_or_path)
+        self.hub_input.setCursorPosition(0)
         self._show_facts(info)
         self._rebuild_combo()
 

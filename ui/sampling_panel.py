@@ -4,6 +4,7 @@ model's generation_config.json when it has one."""
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -35,6 +36,27 @@ def model_defaults(name_or_path: str | None) -> SamplingParams:
     return FALLBACK
 
 
+def model_context_length(info) -> int | None:
+    """The model's context window in tokens: from the engine's ModelInfo when it says, else from
+    a local model folder's config.json (max_position_embeddings / n_positions)."""
+    for attr in ("context_length", "max_context_tokens", "max_position_embeddings"):
+        value = getattr(info, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    path = Path(info.name_or_path).expanduser() / "config.json" if info and info.name_or_path else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def format_stops(stops: tuple[str, ...]) -> str:
     return ", ".join(s.encode("unicode_escape").decode("ascii").replace(",", "\\x2c") for s in stops)
 
@@ -53,12 +75,14 @@ def parse_stops(text: str) -> tuple[str, ...]:
 
 class SamplingSettingsView(QFrame):
     system_prompt_edited = Signal(str)
+    values_changed = Signal()  # the user changed a sampling field (not a programmatic reset)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         named(self, "generation_settings", "Generation settings")
         self.setProperty("role", "settings")
         self._defaults = FALLBACK
+        self._loading = False
         self.toggle = named(QToolButton(), "generation_settings_toggle", "Show generation settings")
         self.toggle.setText("Generation settings")
         self.toggle.setCheckable(True)
@@ -86,8 +110,8 @@ class SamplingSettingsView(QFrame):
                                   "Reset sampling to the model's defaults")
         self.reset_button.clicked.connect(self.reset_to_defaults)
         for w in (self.temperature, self.top_p, self.top_k, self.max_tokens, self.seed):
-            w.valueChanged.connect(self._update_summary)
-        self.stops.textChanged.connect(self._update_summary)
+            w.valueChanged.connect(self._on_field_changed)
+        self.stops.textChanged.connect(self._on_field_changed)
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(10)
@@ -144,20 +168,34 @@ class SamplingSettingsView(QFrame):
     def defaults(self) -> SamplingParams:
         return self._defaults
 
-    def set_defaults(self, defaults: SamplingParams) -> None:
-        """New model defaults; the fields take them."""
+    def set_defaults(self, defaults: SamplingParams, *, apply: bool = True) -> None:
+        """New model defaults (the "Model defaults" button); the fields take them when `apply`."""
         self._defaults = defaults
-        self.reset_to_defaults()
+        if apply:
+            self.set_values(defaults)
 
     def reset_to_defaults(self) -> None:
-        d = self._defaults
-        self.temperature.setValue(d.temperature)
-        self.top_p.setValue(d.top_p)
-        self.top_k.setValue(d.top_k)
-        self.max_tokens.setValue(d.max_new_tokens)
-        self.seed.setValue(-1 if d.seed is None else d.seed)
-        self.stops.setText(format_stops(tuple(d.stop)))
+        self.set_values(self._defaults)
+        self.values_changed.emit()  # the user asked for it: remember it
+
+    def set_values(self, d: SamplingParams) -> None:
+        """Show `d` in the fields (restored settings, model defaults) without reporting an edit."""
+        self._loading = True
+        try:
+            self.temperature.setValue(d.temperature)
+            self.top_p.setValue(d.top_p)
+            self.top_k.setValue(d.top_k)
+            self.max_tokens.setValue(d.max_new_tokens)
+            self.seed.setValue(-1 if d.seed is None else d.seed)
+            self.stops.setText(format_stops(tuple(d.stop)))
+        finally:
+            self._loading = False
         self._update_summary()
+
+    def _on_field_changed(self, *_args) -> None:
+        self._update_summary()
+        if not self._loading:
+            self.values_changed.emit()
 
     def sampling_params(self) -> SamplingParams:
         seed = self.seed.value()

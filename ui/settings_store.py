@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine.config import EngineConfig
+from engine.config import EngineConfig, SamplingParams
 from ui.theme import ThemeMode
 
 ORGANISATION = "InferenceWorkbench"
@@ -87,6 +87,27 @@ class WorkbenchSettings:
 
     def set_engine_config(self, config: EngineConfig) -> None:
         self.qsettings.setValue("engine/config", json.dumps(config.to_dict()))
+
+    # ---- generation settings (the chat's sampling fields), with the model they were set for
+    def sampling(self) -> tuple[str, SamplingParams] | None:
+        raw = self.qsettings.value("generation/sampling")
+        if not raw:
+            return None
+        try:
+            data = json.loads(str(raw))
+            params = SamplingParams(
+                temperature=float(data["temperature"]), top_k=int(data["top_k"]), top_p=float(data["top_p"]),
+                seed=None if data.get("seed") is None else int(data["seed"]),
+                max_new_tokens=int(data["max_new_tokens"]),
+                stop=tuple(str(x) for x in data.get("stop", [])))
+            return str(data["model"]), params
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # a damaged or older entry: the model's defaults apply
+
+    def set_sampling(self, model: str, params: SamplingParams) -> None:
+        self.qsettings.setValue("generation/sampling", json.dumps({
+            "model": model, "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
+            "seed": params.seed, "max_new_tokens": params.max_new_tokens, "stop": list(params.stop)}))
 
     def sync(self) -> None:
         self.qsettings.sync()

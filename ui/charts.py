@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette
 from PySide6.QtWidgets import QApplication, QFrame, QGraphicsItem, QLabel, QSizePolicy, QVBoxLayout
 
 from ui.dashboard_model import Marker, Snapshot
+from ui.formatting import MISSING, format_ms
+from ui.viewmodels.throughput import idle_gap_starts
 from ui.widgets import named
 
 MIB = float(1 << 20)
@@ -109,6 +111,25 @@ def nice_ceiling(value: float) -> float:
     return float(10.0 * exp)
 
 
+def broken_at_idle(snap_steps: dict[str, np.ndarray], *names: str) -> tuple[np.ndarray, ...]:
+    """(t, *series) of the step table with a NaN sample in each idle gap, so a line stops where
+    the engine stopped instead of running straight across the gap (the curves connect finite
+    points only). The NaN sits mid-gap, so t stays sorted for clip-to-view."""
+    t = snap_steps["t_s"]
+    at = idle_gap_starts(t, snap_steps["step_time_s"])
+    if not len(at):
+        return (t, *(snap_steps[n] for n in names))
+    mid = (t[at - 1] + t[at]) / 2.0
+    return (np.insert(t, at, mid), *(np.insert(snap_steps[n].astype(float), at, np.nan) for n in names))
+
+
+def log_tick_label(value: float) -> str:
+    """0.1, 1, 10, 100, 1k, 10k: short enough for a narrow axis."""
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
 def _nearest(t: np.ndarray, x: float) -> int | None:
     if not len(t):
         return None
@@ -122,15 +143,8 @@ def _nearest(t: np.ndarray, x: float) -> int | None:
 
 def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     if value is None or not np.isfinite(value):
-        return "—"
+        return MISSING
     return f"{value:,.{digits}f}{(' ' + unit) if unit else ''}"
-
-
-def fmt_ms(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "—"
-    ms = seconds * 1000.0
-    return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
 class _HoverFilter(QObject):
@@ -166,11 +180,15 @@ class ChartFrame(QFrame):
         self.readout = named(QLabel(""), f"{key}_chart_readout", f"{self.title} read-out",
                              "Exact values under the mouse, or the latest values")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         small = QFont(self.font())
         small.setPointSizeF(max(small.pointSizeF() - 1.0, 7.5))
         self.readout.setFont(small)
-        self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # a narrow chart wraps its legend and read-out onto more lines rather than cutting them;
+        # the read-out keeps room for two lines so the plot does not jump as its text changes
+        for w in (self.title_label, self.readout):
+            w.setWordWrap(True)
+            w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        self.readout.setMinimumHeight(2 * self.readout.fontMetrics().lineSpacing())
         header = QVBoxLayout()
         header.setContentsMargins(12, 7, 12, 0)
         header.setSpacing(1)
@@ -271,6 +289,9 @@ class TimeChart(ChartFrame):
         self.crosshair.hide()
         self.plot.addItem(self.crosshair, ignoreBounds=True)
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
+        vb = self.plot.getViewBox()
+        vb.sigXRangeChanged.connect(self.place_marker_labels)
+        vb.sigResized.connect(self.place_marker_labels)
 
     def show_time_axis(self, on: bool) -> None:
         """Tick values and the axis title on the bottom row only: the X axes are linked, and
@@ -315,6 +336,32 @@ class TimeChart(ChartFrame):
             self.plot.addItem(line, ignoreBounds=True)
             self.markers.append(line)
             self._marker_data.append(marker)
+        self.place_marker_labels()
+
+    def place_marker_labels(self, *_args) -> None:
+        """Each label wholly inside the plot: right of its line, or left of it near the right
+        edge; hidden when neither fits (a line at or past the left edge, a very narrow plot),
+        so no label shows as a stray letter cut off by the plot's edge."""
+        vb = self.plot.getViewBox()
+        (x0, x1), _ = vb.viewRange()
+        px = vb.viewPixelSize()[0]
+        if px <= 0 or not np.isfinite(px):
+            return
+        for line in self.markers:
+            label = line.label
+            width = (label.boundingRect().width() + 4) * px
+            x = line.value()
+            if x0 + 2 * px <= x and x + width <= x1:
+                anchors = [(0, 0.5), (0, 0.5)]
+            elif x - width >= x0 and x <= x1:
+                anchors = [(1, 0.5), (1, 0.5)]
+            else:
+                label.setVisible(False)
+                continue
+            if label.anchors != anchors:
+                label.anchors = anchors
+                label.updatePosition()
+            label.setVisible(True)
 
     # ---- crosshair
     def show_crosshair(self, x: float | None) -> None:
@@ -392,7 +439,7 @@ class ThroughputChart(TimeChart):
 
     def draw(self, snap: Snapshot) -> None:
         s = snap.steps
-        self.set_series("engine", s["t_s"], s["tokens_per_s"])
+        self.set_series("engine", *broken_at_idle(s, "tokens_per_s"))
         r = snap.rates
         t, req, v = r["t_s"], r["request"], r["tokens_per_s"]
         order = np.lexsort((t, req))
@@ -405,7 +452,7 @@ class ThroughputChart(TimeChart):
     def readout_at(self, snap: Snapshot, x: float) -> str:
         s = snap.steps
         i = self._pick(s["t_s"], x)
-        parts = [f"engine {fmt(s['tokens_per_s'][i])} tok/s" if i is not None else "engine —"]
+        parts = [f"engine {fmt(s['tokens_per_s'][i])} tok/s" if i is not None else f"engine {MISSING}"]
         r = snap.rates
         if len(r["t_s"]):
             near = np.abs(r["t_s"] - x) <= 0.5
@@ -430,6 +477,7 @@ class LatencyChart(TimeChart):
     def __init__(self, theme: ChartTheme, parent=None) -> None:
         super().__init__("latency", theme, parent)
         self.plot.setLogMode(y=True)
+        self._ticks_key: tuple | None = None
         self.add_series("ttft", _scatter(AMBER, "o", name="TTFT"))
         self.add_series("itl_p50", _scatter(GREEN, "t1", name="ITL p50", size=6))
         self.add_series("itl_p95", _scatter(PURPLE, "t", name="ITL p95", size=6))
@@ -448,7 +496,27 @@ class LatencyChart(TimeChart):
         target = (low, max(high, low + 1.0))
         if target != self._y_range:
             self._y_range = target
-            self.plot.setYRange(*target, padding=0.02)
+            self.plot.setYRange(*target, padding=0.1)  # room for the edge decades' labels
+        self._set_log_ticks(*target)
+
+    def _set_log_ticks(self, low: float, high: float) -> None:
+        """Labels on whole decades only (1, 2, 5 within a single decade), every n-th decade
+        when the plot is short, so labels never stack; unlabelled ticks at 2..9 x 10^n."""
+        height = max(self.plot.getViewBox().height(), 1.0)
+        line = QFontMetrics(self.font()).height()
+        key = (low, high, int(height))
+        if key == self._ticks_key:
+            return
+        self._ticks_key = key
+        decades = int(round(high - low))
+        px_per_decade = height / max(decades, 1)
+        every = next(n for n in (1, 2, 3, 5, 10, 100) if n * px_per_decade >= 2.2 * line)
+        major = [(float(d), log_tick_label(10.0 ** d)) for d in range(int(low), int(high) + 1)
+                 if (d - int(low)) % every == 0]
+        if decades == 1 and px_per_decade * np.log10(2.0) >= 2.2 * line:
+            major += [(float(np.log10(k * 10.0 ** low)), log_tick_label(k * 10.0 ** low)) for k in (2, 5)]
+        minor = [(float(np.log10(k * 10.0 ** d)), "") for d in range(int(low), int(high)) for k in range(2, 10)]
+        self.plot.getAxis("left").setTicks([sorted(major), minor])
 
     def readout_at(self, snap: Snapshot, x: float) -> str:
         lat = snap.latency
@@ -456,8 +524,8 @@ class LatencyChart(TimeChart):
         if i is None:
             return "no request finished here" if self._hover_x is not None else "no finished request yet"
         rid = snap.request_ids[int(lat["request"][i])] if np.isfinite(lat["request"][i]) else "?"
-        return (f"{rid} ({lat['t_s'][i]:,.1f} s): TTFT {fmt_ms(lat['ttft_s'][i])}   "
-                f"ITL p50 {fmt_ms(lat['itl_p50_s'][i])} · p95 {fmt_ms(lat['itl_p95_s'][i])}   "
+        return (f"{rid} ({lat['t_s'][i]:,.1f} s): TTFT {format_ms(lat['ttft_s'][i])}   "
+                f"ITL p50 {format_ms(lat['itl_p50_s'][i])} · p95 {format_ms(lat['itl_p95_s'][i])}   "
                 f"{int(lat['completion_tokens'][i])} tok")
 
 
@@ -527,8 +595,9 @@ class BatchChart(TimeChart):
 
     def draw(self, snap: Snapshot) -> None:
         s = snap.steps
-        self.set_series("batch", s["t_s"], s["batch_size"])
-        self.set_series("queue", s["t_s"], s["num_waiting"])
+        t, batch, queue = broken_at_idle(s, "batch_size", "num_waiting")
+        self.set_series("batch", t, batch)
+        self.set_series("queue", t, queue)
         self._set_y_top(_nanmax(s["batch_size"], s["num_waiting"]))
 
     def readout_at(self, snap: Snapshot, x: float) -> str:
@@ -537,7 +606,7 @@ class BatchChart(TimeChart):
         if i is None:
             return ""
         return (f"batch {int(s['batch_size'][i])}   waiting {int(s['num_waiting'][i])}   "
-                f"step {fmt_ms(s['step_time_s'][i])}")
+                f"step {format_ms(s['step_time_s'][i])}")
 
 
 class AcceptanceChart(TimeChart):
@@ -552,7 +621,8 @@ class AcceptanceChart(TimeChart):
         self.plot.setYRange(0, 105, padding=0)
 
     def draw(self, snap: Snapshot) -> None:
-        self.set_series("acceptance", snap.steps["t_s"], snap.steps["acceptance_rate"] * 100.0)
+        t, rate = broken_at_idle(snap.steps, "acceptance_rate")
+        self.set_series("acceptance", t, rate * 100.0)
 
     def readout_at(self, snap: Snapshot, x: float) -> str:
         s = snap.steps
@@ -578,7 +648,7 @@ class VerifyChart(TimeChart):
 
     def draw(self, snap: Snapshot) -> None:
         s = snap.steps
-        self.set_series("tokens_per_verify", s["t_s"], s["tokens_per_verify"])
+        self.set_series("tokens_per_verify", *broken_at_idle(s, "tokens_per_verify"))
         self._set_y_top(_nanmax(s["tokens_per_verify"], default=2.0))
 
     def readout_at(self, snap: Snapshot, x: float) -> str:

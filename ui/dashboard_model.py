@@ -16,7 +16,7 @@ Pause freezes what ``snapshot()`` returns (series, markers and the clock) while 
 on, so nothing is lost; resume shows everything recorded meanwhile.
 
 Exports: a tidy CSV (``time_s,series,request_id,value``; one row per sample, missing values
-left out) and a JSON session (configs, markers, every table), with readers for both.
+left out, plus a ``config`` row per configuration and a ``marker`` row per change) and a JSON session (configs, markers, every table), with readers for both.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ CSV_SERIES = {
     "completion_tokens": ("latency", "completion_tokens"),
 }
 CSV_HEADER = ("time_s", "series", "request_id", "value")
+TEXT_SERIES = ("config", "marker")  # CSV rows whose value is a label: the configuration in force, a change
 SESSION_FORMAT = "inference-workbench-dashboard"
 SESSION_VERSION = 1
 
@@ -242,6 +243,7 @@ class DashboardModel:
         self.advice: AdviceView | None = None
         self.num_finished = 0
         self._frozen: Snapshot | None = None
+        self._model_name: str | None = None  # the model loaded last (a switch is a marker)
 
     # ------------------------------------------------------------------ time
     def rel(self, t_monotonic: float) -> float:
@@ -330,6 +332,12 @@ class DashboardModel:
     def record_initial_config(self, config_dict: dict, label: str) -> None:
         """The configuration in force when recording starts (no marker)."""
         self.configs.append(ConfigRecord(0.0, label, (), dict(config_dict)))
+
+    def record_model_loaded(self, t: float, name: str) -> None:
+        """A model finished loading (t monotonic): a marker when it replaces another model."""
+        if self._model_name is not None and name != self._model_name:
+            self.record_marker(t, f"model {name}")
+        self._model_name = name
 
     def record_marker(self, t: float, label: str) -> None:
         """A labelled change marker; t is a monotonic timestamp like the events'."""
@@ -449,6 +457,11 @@ class DashboardModel:
             for i in np.flatnonzero(np.isfinite(v)):
                 rid = self.request_ids[int(req[i])] if req is not None else ""
                 writer.writerow((repr(float(t[i])), series, rid, repr(float(v[i]))))
+        # the settings in force and each change, so a reader can tell the stretches apart
+        for c in self.configs:
+            writer.writerow((repr(float(c.t_s)), "config", "", c.label))
+        for m in self.markers:
+            writer.writerow((repr(float(m.t_s)), "marker", "", m.label))
         return out.getvalue()
 
     def to_session(self, extra: dict | None = None) -> dict:
@@ -509,7 +522,8 @@ class DashboardModel:
 
 
 def read_csv(text: str) -> dict[str, dict[str, list]]:
-    """Parse to_csv() output: series -> {'t': [...], 'value': [...], 'request_id': [...]}."""
+    """Parse to_csv() output: series -> {'t': [...], 'value': [...], 'request_id': [...]}
+    (values are floats, labels for the TEXT_SERIES)."""
     reader = csv.reader(io.StringIO(text))
     header = tuple(next(reader, ()))
     if header != CSV_HEADER:
@@ -518,7 +532,7 @@ def read_csv(text: str) -> dict[str, dict[str, list]]:
     for t, series, rid, value in reader:
         entry = out.setdefault(series, {"t": [], "value": [], "request_id": []})
         entry["t"].append(float(t))
-        entry["value"].append(float(value))
+        entry["value"].append(value if series in TEXT_SERIES else float(value))
         entry["request_id"].append(rid)
     return out
 

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from ui.charts import BarChart, ChartTheme, TimeChart, bar_charts, nice_ceiling, time_charts
 from ui.cost_view import CostView
 from ui.dashboard_model import DashboardModel
+from ui.formatting import model_display_name
 from ui.loadgen_panel import LoadGenPanel
 from ui.reflow import FlowLayout, ReflowGrid
 from ui.viewmodels.cost import CostModel
@@ -144,6 +145,7 @@ class DashboardView(QWidget):
         bridge.tokens_received.connect(self._on_tokens_received)
         bridge.request_finished.connect(self._on_request_finished)
         bridge.config_applied.connect(self._on_config_applied)
+        bridge.model_loaded.connect(self._on_model_loaded)
         self.window_combo.currentIndexChanged.connect(self._on_window_changed)
         self.pause_button.toggled.connect(self.set_paused)
         self.reset_button.clicked.connect(self.reset)
@@ -269,6 +271,11 @@ class DashboardView(QWidget):
         n = len(self.time_charts)
         for i, chart in enumerate(self.time_charts):
             chart.show_time_axis(i + max(columns, 1) >= n)
+
+    def _on_model_loaded(self, info) -> None:
+        # ModelInfo carries no timestamp: the switch is marked when the GUI hears of it
+        self.model.record_model_loaded(time.monotonic(), model_display_name(info.name_or_path))
+        self._dirty = True
 
     def _on_timer(self) -> None:
         self.redraw()

@@ -134,7 +134,7 @@ def _soft_model(path):
     build_llama(path, layers=2, hidden=128)
     model = AutoModelForCausalLM.from_pretrained(path)
     with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(0.25)
+        model.get_output_embeddings().weight.mul_(0.05)
     model.save_pretrained(path)
     return path
 
@@ -150,9 +150,8 @@ def test_real_nf4_column_runs_and_any_divergence_is_highlighted(qtbot, make_view
     assert out.weights_bytes < base.weights_bytes  # 4-bit weights are smaller
     agreement = comp.agreement(1)
     cell = table_texts(view)[1]["agreement"]
-    if agreement.first_divergence is None:  # the rounding happened not to flip a token here
-        assert cell == "identical"
-        return
+    # the output head is flattened so far that 4-bit rounding flips some argmax in 32 tokens
+    assert agreement.first_divergence is not None, "nf4 agreed token for token: nothing to highlight"
     d = agreement.first_divergence
     assert cell.endswith(f"differs from token {d}")
     assert view.panels[1].divergence == d and view.panels[0].divergence == d

@@ -67,12 +67,20 @@ def measure(t: np.ndarray, step_time: np.ndarray, tokens: np.ndarray, t_from: fl
     return Throughput(n / span, t_from, end, n, max(span - idle_s(t, step_time, t_from, end), 0.0))
 
 
+def idle_gap_starts(t: np.ndarray, step_time: np.ndarray) -> np.ndarray:
+    """Indices i of the steps that came after an idle gap (the engine waited before step i)."""
+    if len(t) < 2:
+        return np.zeros(0, dtype=int)
+    starts = t - np.nan_to_num(step_time, nan=0.0)
+    return np.flatnonzero(starts[1:] - t[:-1] > IDLE_GAP_S) + 1
+
+
 def busy_stretches(t: np.ndarray, step_time: np.ndarray) -> list[tuple[float, float]]:
     """(start, end) of each run of steps with no idle gap between them."""
     if not len(t):
         return []
     starts = t - np.nan_to_num(step_time, nan=0.0)
-    gaps = np.flatnonzero(starts[1:] - t[:-1] > IDLE_GAP_S) + 1
+    gaps = idle_gap_starts(t, step_time)
     bounds = np.concatenate(([0], gaps, [len(t)]))
     return [(float(starts[a]), float(t[b - 1])) for a, b in zip(bounds[:-1], bounds[1:])]
 

@@ -28,7 +28,6 @@ import openai
 from engine import events as ev
 from engine.config import GenerateRequest
 from engine.events import EngineState, FinishReason, TokenOrigin, now_s
-from engine.metrics import SpecStats, request_stats
 from engine.remote.errors import describe_error
 from engine.remote.events import RemoteConnected, ServerMetricsSampled
 from engine.remote.prom import MetricsParseError, Scrape, parse_metrics
@@ -37,19 +36,23 @@ from engine.remote.server_stats import (
     ServerSnapshot,
     detect_engine,
     interval,
-    llamacpp_timings,
     snapshot,
 )
 from engine.remote.step_stats import step_stats_from
+from engine.remote.stream import (
+    StreamResult,
+    close_stream,
+    fit_counts,
+    open_stream,
+    read_stream,
+    remote_request_stats,
+)
 
 log = logging.getLogger(__name__)
 
 LAUNCH_FLAGS_REASON = (
     "a remote server's KV cache, batching, quantisation and speculative settings are its launch "
     "flags: they cannot change at runtime. Start it again with other flags (a launch profile).")
-
-# engines that take vLLM's extra sampling fields (top_k, ignore_eos) in an OpenAI request
-EXTRA_SAMPLING_OK = frozenset({ServerEngine.VLLM, ServerEngine.SGLANG, ServerEngine.LLAMACPP})
 
 MAX_BODY_BYTES = 8 << 20  # a /metrics page larger than this is refused
 
@@ -88,6 +91,7 @@ class _Live:
     stream: object = None
     thread: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False  # the terminal event went out
 
 
 def http_get(url: str, timeout_s: float, api_key: str | None = None) -> bytes:
@@ -192,7 +196,15 @@ class RemoteBackend:
         with live.lock:
             stream = live.stream
         if stream is not None:
-            _close(stream)
+            close_stream(stream)
+            return
+        # still waiting for the server's first byte: the request ends now; its thread closes
+        # the connection as soon as the server answers (or its read timeout fires)
+        t = now_s()
+        stats = remote_request_stats(live.request, live.submitted_s, StreamResult(), t)
+        self._finish(request_id, live, ev.RequestFinished(
+            request_id=request_id, reason=FinishReason.CANCELLED, text="", token_ids=(), stats=stats,
+            config_label=self.config_label, tag=live.request.tag, timestamp_s=t))
 
     def reconfigure(self, config: object) -> None:
         self.events.put(ev.EngineErrorEvent(message=LAUNCH_FLAGS_REASON, where="config"))
@@ -292,140 +304,59 @@ class RemoteBackend:
                 self.events.put(ev.StepCompleted(step))
 
     # ---- one request
-    def _open(self, request: GenerateRequest):
-        sp = request.sampling
-        kwargs: dict = dict(model=self.model or "", max_tokens=sp.max_new_tokens, temperature=sp.temperature,
-                            top_p=sp.top_p, stream=True, stream_options={"include_usage": True})
-        if sp.seed is not None:
-            kwargs["seed"] = sp.seed
-        if sp.stop:
-            kwargs["stop"] = list(sp.stop)
-        extra: dict = {}
-        if self.engine_kind in EXTRA_SAMPLING_OK:  # others may refuse unknown fields (HTTP 422)
-            if sp.top_k > 0:
-                extra["top_k"] = sp.top_k
-            if sp.ignore_eos:
-                extra["ignore_eos"] = True
-        elif sp.top_k > 0 or sp.ignore_eos:
-            log.info("%s: top_k / ignore_eos not sent (not an OpenAI field; %s may refuse it)",
-                     self.spec.base_url, self.engine_kind.value)
-        if self.engine_kind is ServerEngine.VLLM:
-            extra["return_token_ids"] = True  # exact tokens per chunk (speculative chunks carry several)
-        if extra:
-            kwargs["extra_body"] = extra
-        if request.messages is not None:
-            msgs = [{"role": r, "content": c} for r, c in request.messages]
-            return self._client.chat.completions.create(messages=msgs, **kwargs)
-        prompt = request.prompt if request.prompt is not None else list(request.prompt_token_ids or ())
-        return self._client.completions.create(prompt=prompt, **kwargs)
-
     def _run_request(self, rid: str, live: _Live) -> None:
-        times: list[float] = []
-        counts: list[int] = []
-        exact_counts = True
-        text: list[str] = []
-        ids: list[int] = []
-        usage = None
-        finish: str | None = None
-        timings = None
-        error: str | None = None
+        def emit(piece: str, tok: list[int] | None, t: float) -> None:
+            self.events.put(ev.TokensGenerated(
+                request_id=rid, text=piece, token_ids=tuple(tok or ()),
+                origins=(TokenOrigin.TARGET,) * len(tok or ()), timestamp_s=t))
+
+        got = StreamResult()
         stream = None
         try:
             # the connect probe says which engine this is (which fields it takes); bounded wait
             self._connected.wait(self.spec.connect_timeout_s * 3)
-            stream = self._open(live.request)
+            stream = open_stream(self._client, live.request, self.model or "", self.engine_kind)
             with live.lock:
                 live.stream = stream
             if live.cancelled.is_set():
-                _close(stream)
-            for chunk in stream:
-                if live.cancelled.is_set():
-                    break
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                extra = chunk.model_extra or {}
-                if "timings" in extra:
-                    timings = llamacpp_timings(extra["timings"])
-                for choice in chunk.choices or ():
-                    delta = getattr(choice, "delta", None)
-                    piece = (getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)) or ""
-                    tok = (choice.model_extra or {}).get("token_ids") if choice.model_extra else None
-                    tok = [int(x) for x in tok] if isinstance(tok, list) and all(isinstance(x, int) for x in tok) else None
-                    if piece or tok:
-                        t = now_s()
-                        n = len(tok) if tok is not None else 1
-                        exact_counts = exact_counts and tok is not None
-                        times.append(t)
-                        counts.append(n)
-                        text.append(piece)
-                        ids.extend(tok or ())
-                        self.events.put(ev.TokensGenerated(
-                            request_id=rid, text=piece, token_ids=tuple(tok or ()),
-                            origins=(TokenOrigin.TARGET,) * len(tok or ()), timestamp_s=t))
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                close_stream(stream)
+            read_stream(stream, got, emit, live.cancelled)
         except Exception as exc:  # noqa: BLE001 - the server's failure ends this request only
             if not live.cancelled.is_set():
-                error = describe_error(exc, self.spec, self.model, tokens_so_far=sum(counts))
+                got.error = describe_error(exc, self.spec, self.model, tokens_so_far=sum(got.counts))
         finally:
             if stream is not None:
-                _close(stream)
+                close_stream(stream)
         finished_s = now_s()
         if live.cancelled.is_set():
             reason = FinishReason.CANCELLED
-        elif error is not None:
+        elif got.error is not None:
             reason = FinishReason.ERROR
-        elif finish is None:
+        elif got.finish is None:
             reason = FinishReason.ERROR
-            error = (f"the stream from {self.spec.base_url} ended without a finish reason after "
-                     f"{sum(counts)} tokens: the answer is interrupted")
+            got.error = (f"the stream from {self.spec.base_url} ended without a finish reason after "
+                         f"{sum(got.counts)} tokens: the answer is interrupted")
         else:
-            reason = FinishReason.LENGTH if finish == "length" else FinishReason.STOP
-        if usage is not None and not exact_counts and reason is not FinishReason.ERROR:
-            counts = _fit_counts(counts, int(usage.completion_tokens or 0))
-        stats = self._stats(live, times, counts, finished_s, usage, timings)
-        if error is not None and sum(counts):
+            reason = FinishReason.LENGTH if got.finish == "length" else FinishReason.STOP
+        if got.usage is not None and not got.exact_counts and reason is not FinishReason.ERROR:
+            got.counts = fit_counts(got.counts, int(got.usage.completion_tokens or 0))
+        stats = remote_request_stats(live.request, live.submitted_s, got, finished_s)
+        error = got.error
+        if error is not None and sum(got.counts):
             error += " (the partial answer is kept)"
+        self._finish(rid, live, ev.RequestFinished(
+            request_id=rid, reason=reason, text="".join(got.text), token_ids=tuple(got.ids), stats=stats,
+            config_label=self.config_label, error=error, tag=live.request.tag, timestamp_s=finished_s))
+
+    def _finish(self, rid: str, live: _Live, event: ev.RequestFinished) -> None:
+        """Emit the request's one terminal event (abort may have emitted it already)."""
+        with live.lock:
+            if live.finished:
+                return
+            live.finished = True
         with self._lock:
             self._live.pop(rid, None)
             idle = not self._live
-        self.events.put(ev.RequestFinished(
-            request_id=rid, reason=reason, text="".join(text), token_ids=tuple(ids), stats=stats,
-            config_label=self.config_label, error=error, tag=live.request.tag, timestamp_s=finished_s))
+        self.events.put(event)
         if idle:
             self.events.put(ev.StateChanged(EngineState.IDLE))
-
-    def _stats(self, live: _Live, times, counts, finished_s, usage, timings):
-        prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
-        if prompt is None and live.request.prompt_token_ids is not None:
-            prompt = len(live.request.prompt_token_ids)
-        details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
-        cached = getattr(details, "cached_tokens", None) if details is not None else None
-        spec = SpecStats()
-        if timings is not None and timings.num_draft_tokens is not None:
-            spec = SpecStats(num_draft_tokens=timings.num_draft_tokens,
-                             num_accepted_tokens=timings.num_accepted_tokens or 0)
-        stats = request_stats(prompt_tokens=prompt or 0, cached_prompt_tokens=cached or 0,
-                              submitted_s=live.submitted_s, emission_times_s=times, emission_counts=counts,
-                              finished_s=finished_s, prefill_time_s=None, spec=spec)
-        prefill_tps = None
-        if timings is not None and timings.prompt_tokens and timings.prompt_s:
-            prefill_tps = timings.prompt_tokens / timings.prompt_s
-        return replace(stats, prompt_tokens=prompt, cached_prompt_tokens=cached, prefill_tokens_per_s=prefill_tps)
-
-
-def _fit_counts(counts: list[int], total: int) -> list[int]:
-    """Chunk counts (1 per chunk, a guess) made to sum to the server's usage figure."""
-    if not counts:
-        return counts
-    diff = total - sum(counts)
-    if diff >= 0:
-        return counts[:-1] + [counts[-1] + diff]
-    return [1 if i < total else 0 for i in range(len(counts))]
-
-
-def _close(stream) -> None:
-    try:
-        stream.close()
-    except Exception as exc:  # noqa: BLE001 - closing a broken stream may raise; it is closed either way
-        log.debug("closing stream: %s", exc)

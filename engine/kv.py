@@ -236,6 +236,18 @@ class BatchKV:
         self.add_rows(ids, rows)
 
 
+COMPACT_MIN_WIDTH = 64  # below this a cache is too small for its holes to matter
+COMPACT_HOLE_FRACTION = 0.5
+
+
+def compact_if_holey(kv: BatchKV) -> bool:
+    """Squeeze the holes out when they waste more than half of a cache of some size."""
+    if kv.width >= COMPACT_MIN_WIDTH and kv.hole_fraction() > COMPACT_HOLE_FRACTION:
+        kv.compact()
+        return True
+    return False
+
+
 class PrefixCache:
     """Finished sequences' KV rows, keyed by their token ids; LRU-evicted under a byte bound."""
 

@@ -22,7 +22,6 @@ class SpecStats:
     accepted_per_position: tuple[int, ...] = ()  # how often position i of a draft was accepted
     drafted_per_position: tuple[int, ...] = ()
     draft_time_s: float = 0.0
-    verify_time_s: float = 0.0
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -52,7 +51,6 @@ class SpecStats:
             accepted_per_position=add(self.accepted_per_position, other.accepted_per_position),
             drafted_per_position=add(self.drafted_per_position, other.drafted_per_position),
             draft_time_s=self.draft_time_s + other.draft_time_s,
-            verify_time_s=self.verify_time_s + other.verify_time_s,
         )
 
 
@@ -147,6 +145,9 @@ class StepStats:
     tokens_per_s: float  # engine-wide, sliding window
     spec: SpecStats = field(default_factory=SpecStats)
     spec_advice: object = None  # engine.spec.advisor.Advice while speculative decoding is on
+    prefix_cache_hits: int = 0  # lookups that found a cached prefix, since the engine started
+    prefix_cache_misses: int = 0
+    num_cached_prompt_tokens: int = 0  # prompt tokens adopted from the prefix cache this step
 
 
 class SlidingRate:

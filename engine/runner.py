@@ -31,7 +31,6 @@ class ModelRunner:
         self.cpu_threads = cpu_threads if device.type == "cpu" else None
         self.device = device
         self.pad_token_id = pad_token_id
-        self.kv = BatchKV()
         self._cache_kw = _cache_argument(model)
         from transformers import DynamicCache
 
@@ -48,13 +47,12 @@ class ModelRunner:
             torch.set_num_threads(before)
 
     @torch.inference_mode()
-    def step_cached(self, rows: list[RowInput], kv: BatchKV | None = None) -> dict[str, torch.Tensor]:
-        """Compute each row's new tokens on top of its cached ones (in `kv`, default self.kv).
+    def step_cached(self, rows: list[RowInput], kv: BatchKV) -> dict[str, torch.Tensor]:
+        """Compute each row's new tokens on top of its cached ones (in `kv`, written in place).
 
         Every row of the batch cache takes part; rows absent from `rows` compute nothing
         (their step columns become holes). Returns logits [num_logits, vocab] per row that asked.
         """
-        kv = self.kv if kv is None else kv
         by_id = {r.row_id: r for r in rows}
         missing = [r.row_id for r in rows if r.row_id not in kv.row_ids]
         if missing:

@@ -2,6 +2,10 @@
 
 Every sequence knows how many of its tokens exist and how many are computed (cached);
 prefill and decode are the same thing with different counts. Runs without a model.
+
+This module is the one place where `num_computed_tokens` changes: a plan's tokens are
+counted in `update` (with the drafts each row kept), a prefix-cache hit in `adopt_cached`,
+a dropped cache in `reset_computed`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ class Sequence:
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     status: SeqStatus = SeqStatus.WAITING
     arrival: int = 0  # FIFO order
-    state: dict = field(default_factory=dict)  # engine-side extras (sampling, timers, stashed KV)
 
     @property
     def token_ids(self) -> list[int]:
@@ -54,9 +57,15 @@ def _entry(seq: Sequence, n: int) -> PlanEntry:
 
 
 @dataclass(frozen=True)
+class RowOutcome:
+    """What one planned row's forward left in the cache beyond its planned tokens."""
+
+    num_draft_kept: int = 0  # draft tokens computed with the row and accepted (the rejected are holes)
+
+
+@dataclass(frozen=True)
 class SchedulePlan:
     entries: tuple[PlanEntry, ...]
-    admitted: tuple[Sequence, ...]  # joined the running set this step
     preempted: tuple[Sequence, ...]  # sent back to waiting (batch limit shrank)
 
     @property
@@ -125,7 +134,6 @@ class Scheduler:
             n = self._grant(seq, budget, first=not entries)
             entries.append(_entry(seq, n))
             budget -= n
-        admitted: list[Sequence] = []
         while self.waiting and len(self.running) < limit and budget > 0:
             seq = self.waiting[0]
             n = self._grant(seq, budget, first=not entries)
@@ -134,10 +142,9 @@ class Scheduler:
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
-            admitted.append(seq)
             entries.append(_entry(seq, n))
             budget -= n
-        return SchedulePlan(tuple(entries), tuple(admitted), tuple(preempted))
+        return SchedulePlan(tuple(entries), tuple(preempted))
 
     def _grant(self, seq: Sequence, budget: int, *, first: bool) -> int:
         need = seq.num_pending
@@ -148,10 +155,25 @@ class Scheduler:
         # Without a cache a sequence cannot be computed in pieces: the first one always runs whole.
         return need if first else 0
 
-    def update(self, plan: SchedulePlan) -> None:
-        """Record that the plan's tokens were computed (the caller appends sampled tokens after)."""
+    def update(self, plan: SchedulePlan, outcomes: dict[str, RowOutcome] | None = None, *,
+               cache_kept: bool = True) -> None:
+        """Record what the plan's forward computed: each row's planned tokens plus the draft tokens
+        it kept. Without a cache nothing stays computed. The caller appends sampled tokens after."""
+        if not cache_kept:
+            self.reset_computed()
+            return
+        outcomes = outcomes or {}
         for entry in plan.entries:
-            entry.seq.num_computed_tokens += entry.num_new_tokens
+            outcome = outcomes.get(entry.seq.request_id)
+            entry.seq.num_computed_tokens += entry.num_new_tokens + (outcome.num_draft_kept if outcome else 0)
+
+    def adopt_cached(self, seq: Sequence, num_tokens: int) -> None:
+        """A waiting sequence found its first num_tokens in a cache (a prefix hit)."""
+        if seq.status is not SeqStatus.WAITING or seq.num_computed_tokens:
+            raise ValueError("only a waiting sequence with nothing computed can adopt a cached prefix")
+        if not 0 <= num_tokens < seq.num_tokens:
+            raise ValueError("a cached prefix must leave at least one token to compute")
+        seq.num_computed_tokens = num_tokens
 
     def reset_computed(self) -> None:
         """The cache was dropped (KV off / weights changed): everything must be recomputed."""

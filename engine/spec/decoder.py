@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from engine.config import EngineConfig, ModelSpec, SpeculativeConfig, SpeculativeMode
-from engine.events import LoadProgress, LoadTarget, TokenOrigin
+from engine.config import ModelSpec, SamplingParams, SpeculativeConfig, SpeculativeMode
+from engine.events import TokenOrigin
 from engine.metrics import SpecStats
-from engine.models import ModelLoadError, context_length, embedding_rows, load_model
-from engine.scheduler import SchedulePlan, Sequence
+from engine.models import LoadedModel, ModelLoadError, context_length, embedding_rows, load_model
 from engine.spec.advisor import Advice, advise, next_k
 from engine.spec.drafters import Draft, Drafter, DraftRequest, ModelDrafter, NgramDrafter
 from engine.spec.verify import accept_greedy, accept_sampling
 from engine.sampling import filtered_probs
 
 EMA = 0.1  # weight of the newest step in the running acceptance / cost estimates
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    token_ids: list[int]  # accepted drafts, then the target's own token
+    origins: list[TokenOrigin]  # one per token id
+    stats: SpecStats
+    num_rejected: int  # draft tokens computed with the row and rejected (now holes in the cache)
+
+    @property
+    def num_draft_kept(self) -> int:
+        return len(self.token_ids) - 1
 
 
 class SpecDecoder:
@@ -36,39 +49,30 @@ class SpecDecoder:
     def k_for(self, request_id: str) -> int:
         return self._k.get(request_id, self.config.num_draft_tokens)
 
-    def propose(self, plan: SchedulePlan, kv_on: bool, room) -> dict[str, list[int]]:
-        """Drafts for the rows that will sample this step. room(seq) caps k per row."""
-        reqs = []
-        for entry in plan.entries:
-            if not entry.completes:
-                continue
-            seq = entry.seq
-            k = min(self.k_for(seq.request_id), room(seq))
-            if k <= 0:
-                continue
-            st = seq.state["r"]
-            reqs.append(DraftRequest(seq.request_id, seq.token_ids, k, st.request.sampling, st.generator))
+    def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, list[int]]:
+        """Drafts for rows that sample this step; each request's k already fits its room."""
+        requests = [r for r in requests if r.k > 0]
         t0 = time.perf_counter()
-        drafts = self.drafter.propose(reqs, kv_on)
+        drafts = self.drafter.propose(requests, use_cache) if requests else {}
         self._step_draft_s = time.perf_counter() - t0
         self._step_drafted = sum(len(d.tokens) for d in drafts.values())
         self._pending = drafts
         return {rid: d.tokens for rid, d in drafts.items()}
 
-    def verify(self, seq: Sequence, draft: list[int], logits: torch.Tensor, st) -> tuple[list[int], list[TokenOrigin], SpecStats]:
-        """logits: [len(draft)+1, vocab] from the target. Returns committed ids, origins, stats."""
-        pending = self._pending.pop(seq.request_id)
-        sampling = st.request.sampling
+    def verify(self, request_id: str, draft: list[int], logits: torch.Tensor, sampling: SamplingParams,
+               generator: torch.Generator) -> VerifyResult:
+        """logits: [len(draft)+1, vocab] from the target -> the tokens to commit, and the books."""
+        pending = self._pending.pop(request_id)
         if sampling.greedy:
             new_ids = accept_greedy(draft, logits)
         else:
             p = filtered_probs(logits, sampling)
-            new_ids = accept_sampling(draft, p, pending.probs, st.generator)
+            new_ids = accept_sampling(draft, p, pending.probs, generator)
         accepted = len(new_ids) - 1
         k = len(draft)
-        self.drafter.observe(seq.request_id, k, accepted)
+        self.drafter.observe(request_id, k, accepted)
         if self.config.adaptive:
-            self._k[seq.request_id] = next_k(self.k_for(seq.request_id), accepted, 1, 16)
+            self._k[request_id] = next_k(self.k_for(request_id), accepted, 1, 16)
         origins = [TokenOrigin.DRAFT] * accepted + [TokenOrigin.TARGET]
         share = self._step_draft_s * (k / self._step_drafted) if self._step_drafted else 0.0
         stats = SpecStats(
@@ -81,7 +85,7 @@ class SpecDecoder:
         )
         rate = accepted / k
         self.acceptance_ema = rate if self.acceptance_ema is None else (1 - EMA) * self.acceptance_ema + EMA * rate
-        return new_ids, origins, stats
+        return VerifyResult(token_ids=new_ids, origins=origins, stats=stats, num_rejected=k - accepted)
 
     def after_step(self, forward_s: float) -> None:
         if self._step_drafted:
@@ -139,10 +143,10 @@ def check_draft_fits(target, draft, draft_name: str) -> None:
             "it could not draft for long conversations")
 
 
-def configure_spec(core, old: EngineConfig, new: EngineConfig) -> SpecDecoder | None:
-    """Build (or keep) the decoder for the new config, loading a draft model if needed."""
-    cfg = new.speculative
-    current: SpecDecoder | None = core.spec
+def configure_spec(current: SpecDecoder | None, target: LoadedModel | None, cfg: SpeculativeConfig,
+                   progress: Callable[[float, str], None]) -> SpecDecoder | None:
+    """The decoder for `cfg` over `target`: the current one kept where it still fits, a draft
+    model loaded (and checked against the target) where one is needed."""
     if cfg.mode is SpeculativeMode.OFF:
         if current is not None:
             current.reset()
@@ -152,22 +156,18 @@ def configure_spec(core, old: EngineConfig, new: EngineConfig) -> SpecDecoder | 
             current.config = cfg
             return current
         return SpecDecoder(NgramDrafter(cfg.ngram_max, cfg.ngram_min), cfg)
-    if core.loaded is None:
+    if target is None:
         raise ModelLoadError("load a target model before choosing a draft model")
     if not cfg.draft_model:
         raise ModelLoadError("speculative decoding with a draft model needs a draft model: choose one")
     if current is not None and isinstance(current.drafter, ModelDrafter) and current.draft_name == cfg.draft_model:
         current.config = cfg
         return current
-
-    def progress(fraction: float, message: str) -> None:
-        core.emit(LoadProgress(what=LoadTarget.DRAFT, fraction=fraction, message=message))
-
-    draft = load_model(ModelSpec(cfg.draft_model, device=core.loaded.spec.device, dtype=core.loaded.spec.dtype),
+    draft = load_model(ModelSpec(cfg.draft_model, device=target.spec.device, dtype=target.spec.dtype),
                        progress=progress)
-    check_same_tokenizer(core.loaded.tokenizer, draft.tokenizer, cfg.draft_model)
-    check_draft_fits(core.loaded.model, draft.model, cfg.draft_model)
-    drafter = ModelDrafter(draft.model, draft.device, core.loaded.tokenizer.pad_token_id, draft.info.weights_bytes)
+    check_same_tokenizer(target.tokenizer, draft.tokenizer, cfg.draft_model)
+    check_draft_fits(target.model, draft.model, cfg.draft_model)
+    drafter = ModelDrafter(draft.model, draft.device, target.tokenizer.pad_token_id, draft.info.weights_bytes)
     if current is not None:
         current.reset()
     progress(1.0, "draft ready")

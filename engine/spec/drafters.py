@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import SamplingParams
+from engine.kv import BatchKV, compact_if_holey
 from engine.runner import ModelRunner, RowInput
 from engine.sampling import filtered_probs
 
@@ -100,6 +101,7 @@ class ModelDrafter(Drafter):
     def __init__(self, model: torch.nn.Module, device: torch.device, pad_token_id: int, weights: int) -> None:
         small = sum(p.numel() for p in model.parameters()) <= self.SINGLE_THREAD_MAX_PARAMS
         self.runner = ModelRunner(model, device, pad_token_id, cpu_threads=1 if small else None)
+        self.kv = BatchKV()  # the draft's own cache, one row per sequence it drafts for
         self._computed: dict[str, int] = {}  # tokens of each row held in the draft cache
         self._weights = weights
 
@@ -108,7 +110,7 @@ class ModelDrafter(Drafter):
             return {}
         if not use_cache:
             return self._propose_uncached(requests)
-        kv = self.runner.kv
+        kv = self.kv
         new_rows = [r.row_id for r in requests if r.row_id not in kv.row_ids]
         kv.add_rows(new_rows, [None] * len(new_rows))
         for rid in new_rows:
@@ -119,7 +121,7 @@ class ModelDrafter(Drafter):
         rows = [RowInput(r.row_id, r.token_ids[self._computed[r.row_id]:], 1) for r in requests]
         for r in requests:
             self._computed[r.row_id] = len(r.token_ids)
-        logits = self.runner.step_cached(rows)
+        logits = self.runner.step_cached(rows, kv=self.kv)
         active = list(requests)
         for step in range(max(r.k for r in requests)):
             for r in active:
@@ -133,11 +135,11 @@ class ModelDrafter(Drafter):
             rows = [RowInput(r.row_id, [drafts[r.row_id][-1]], 1) for r in active]
             for r in active:
                 self._computed[r.row_id] += 1
-            logits = self.runner.step_cached(rows)
+            logits = self.runner.step_cached(rows, kv=self.kv)
         return {rid: Draft(toks, torch.stack(probs[rid]) if probs[rid] else None) for rid, toks in drafts.items()}
 
     def _propose_uncached(self, requests: list[DraftRequest]) -> dict[str, Draft]:
-        self.runner.kv.clear()
+        self.kv.clear()
         self._computed.clear()
         seqs = {r.row_id: list(r.token_ids) for r in requests}
         drafts = {r.row_id: [] for r in requests}
@@ -167,31 +169,29 @@ class ModelDrafter(Drafter):
         The draft cache holds the sequence before this step plus drafts 1..k-1 (draft k was
         never fed back). After acceptance the sequence holds drafts 1..a plus a target token.
         """
-        if row_id not in self.runner.kv.row_ids or row_id not in self._computed:
+        if row_id not in self.kv.row_ids or row_id not in self._computed:
             return
         fed = num_drafted - 1
         keep = min(num_accepted, fed)
         drop = fed - keep
         if drop:
-            self.runner.kv.invalidate_tail(row_id, drop)
+            self.kv.invalidate_tail(row_id, drop)
         self._computed[row_id] -= drop
 
     def forget(self, row_id: str) -> None:
-        if row_id in self.runner.kv.row_ids:
-            self.runner.kv.remove_rows([row_id])
+        if row_id in self.kv.row_ids:
+            self.kv.remove_rows([row_id])
         self._computed.pop(row_id, None)
 
     def reset(self) -> None:
-        self.runner.kv.clear()
+        self.kv.clear()
         self._computed.clear()
 
     def compact(self) -> None:
-        kv = self.runner.kv
-        if kv.width >= 64 and kv.hole_fraction() > 0.5:
-            kv.compact()
+        compact_if_holey(self.kv)
 
     def kv_bytes(self) -> int:
-        return self.runner.kv.nbytes
+        return self.kv.nbytes
 
     def weights_bytes(self) -> int:
         return self._weights

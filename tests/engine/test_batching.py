@@ -152,8 +152,8 @@ def test_fuzz_random_operations(tiny_llama_dir, ref_model):
         engine.reconfigure(EngineConfig(kv_cache=KVCacheMode.PREFIX, prefix_cache_max_bytes=prefix_bytes))
         pump(engine, c, lambda c: c.applied and c.applied[-1].config_dict["kv_cache"] == "prefix")
         core = engine._core
-        assert not core._seqs and not core.scheduler.has_work()
-        assert core.runner.kv.nbytes == 0
+        assert not core._reqs and not core.scheduler.has_work()
+        assert core.kv.nbytes == 0
         assert core.prefix_cache.nbytes <= prefix_bytes
     finally:
         engine.shutdown()

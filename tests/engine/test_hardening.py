@@ -162,10 +162,10 @@ def test_a_step_fault_fails_only_the_request_that_caused_it(engine, monkeypatch)
     runner = engine._core.runner
     real = runner.step_cached
 
-    def faulty(rows, kv=None):
+    def faulty(rows, kv):
         if any(r.row_id == "poison" for r in rows):
             raise RuntimeError("injected fault")
-        return real(rows, kv=kv) if kv is not None else real(rows)
+        return real(rows, kv=kv)
 
     monkeypatch.setattr(runner, "step_cached", faulty)
     good = [GenerateRequest(prompt="now is the winter", sampling=greedy(10, ignore_eos=True)) for _ in range(3)]
@@ -268,9 +268,9 @@ def test_failed_requantise_keeps_serving(tiny_llama_dir, tmp_path):
 
 
 def test_failed_requantise_without_room_ends_requests_clearly(tiny_llama_dir, tmp_path, monkeypatch):
-    import engine.core as core_mod
+    import engine.loading
 
-    monkeypatch.setattr(core_mod, "_room_for_second_copy", lambda *a: False)
+    monkeypatch.setattr(engine.loading, "room_for_second_copy", lambda *a: False)
     d = tmp_path / "moving"
     shutil.copytree(tiny_llama_dir, d)
     eng = Engine(ModelSpec(str(d))).start()
@@ -383,7 +383,7 @@ def test_seeded_fuzz_of_hostile_requests(engine):
         else:
             assert fin.reason is ev.FinishReason.ERROR and fin.error, req
     assert not math.isnan(sum(s.tokens_per_s or 0 for s in c.steps))
-    assert not engine._core._seqs and not engine._core.scheduler.has_work()
+    assert not engine._core._reqs and not engine._core.scheduler.has_work()
 
 
 def test_shutdown_interrupts_long_prefills_of_the_bundled_model():

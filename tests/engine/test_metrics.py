@@ -62,7 +62,7 @@ def test_kv_bytes_equal_the_cache_tensors(tiny_llama_dir):
                              time.monotonic())
         for _ in range(12):
             core.step()
-        kv = core.runner.kv
+        kv = core.kv.batch
         allocated = sum(t.untyped_storage().nbytes() for pair in kv.buffers() for t in pair)
         cfg = core.loaded.model.config
         head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -74,7 +74,7 @@ def test_kv_bytes_equal_the_cache_tensors(tiny_llama_dir):
         assert last.kv_cache_bytes == allocated
         while core.has_work():
             core.step()
-        assert core.runner.kv.nbytes == 0
+        assert core.kv.nbytes == 0
 
 
 def test_ttft_includes_queue_wait(tiny_llama_dir):

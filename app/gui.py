@@ -142,6 +142,15 @@ def add_views(window, bridge, model: str | None, draft: str | None) -> None:
     window.add_tab(DashboardView(bridge), "Dashboard")
 
 
+def add_serve_toggle(window, engine, hub, bridge):
+    """The status bar's "Serve on port …" toggle; none when the 'serve' extra is not installed."""
+    try:
+        from app.serve.gui_control import install_serve_toggle
+    except ImportError:
+        return None
+    return install_serve_toggle(window, engine, hub, bridge)
+
+
 def run_gui(model: str | None = None, draft: str | None = None) -> int:
     if not display_available():
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
@@ -152,6 +161,7 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     from app import paths
     from engine.config import SpeculativeConfig, SpeculativeMode
     from engine.engine import Engine
+    from engine.event_hub import EventHub
     from ui.bridge import EngineBridge
     from ui.gc_guard import GuiThreadGarbageCollector
     from ui.main_window import MainWindow
@@ -184,12 +194,15 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
     engine = Engine(start_model,
                     config=saved.with_(speculative=SpeculativeConfig(mode=SpeculativeMode.OFF)),
                     collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
-    bridge = EngineBridge(engine)
+    # one reader of the engine's events, fanned out to the bridge and (when on) the HTTP server
+    hub = EventHub(engine.events).start()
+    bridge = EngineBridge(engine, events=hub.open_queue())
     draft_dir = paths.bundled_draft_dir()
     window = MainWindow(bridge, store, settings=settings, bundled_target=paths.bundled_target_dir(),
                         bundled_draft=draft_dir if draft_dir.is_dir() else None,
                         model_names=bundled_model_names())
     add_views(window, bridge, start_model, draft or (str(draft_dir) if draft_dir.is_dir() else None))
+    add_serve_toggle(window, engine, hub, bridge)
     bridge.start()
     if draft:
         window.engine_panel.use_draft(draft)
@@ -200,5 +213,6 @@ def run_gui(model: str | None = None, draft: str | None = None) -> int:
         return app.exec()
     finally:
         bridge.shutdown()
+        hub.stop()
         store.close()
         collector.stop()

@@ -30,9 +30,13 @@ class EngineBridge(QObject):
     error_occurred = Signal(object)  # ev.EngineErrorEvent
     state_changed = Signal(object)  # ev.StateChanged
 
-    def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
+    def __init__(self, engine: Engine, parent: QObject | None = None, *,
+                 events: queue.Queue | None = None) -> None:
+        """events: where to read the engine's events; by default the engine's own queue. Give a
+        queue of an engine.event_hub.EventHub when other consumers (the HTTP server) read them too."""
         super().__init__(parent)
         self._engine = engine
+        self._events = engine.events if events is None else events
         self.model_info: ev.ModelInfo | None = None
         self.state: ev.EngineState = ev.EngineState.IDLE
         self._timer = QTimer(self)
@@ -83,7 +87,7 @@ class EngineBridge(QObject):
         handled = 0
         while handled < MAX_EVENTS_PER_DRAIN:
             try:
-                event = self._engine.events.get_nowait()
+                event = self._events.get_nowait()
             except queue.Empty:
                 break
             handled += 1

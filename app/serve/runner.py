@@ -63,9 +63,13 @@ class ServerThread:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "ServerThread":
+    def start(self, timeout: float = 10.0, *, wait: bool = True) -> "ServerThread":
+        """Run the server thread; with wait, return once it accepts connections. Without (a GUI
+        thread must not block), connections made meanwhile wait in the bound socket's backlog."""
         self._thread = threading.Thread(target=self._run, name="workbench-serve", daemon=True)
         self._thread.start()
+        if not wait:
+            return self
         if not self._started.wait(timeout) and self.error is None:
             raise RuntimeError("the server did not start in time")
         if self.error is not None:

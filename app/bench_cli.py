@@ -15,7 +15,8 @@ SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", choices=SUITE_NAMES + ["all"], default="all")
+    p.add_argument("--suite", choices=SUITE_NAMES + ["all", "remote"], default="all",
+                   help="'remote' measures a running server given by --backend (the default suite then)")
     p.add_argument("--quick", action="store_true", help="shorter runs (about 3 minutes in all on 2 CPU cores)")
     p.add_argument("--draft", default=None, help="draft model for the spec suite (default: the bundled draft)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON to this file")
@@ -38,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     check_device("workbench bench", args.device)
     check_writable("workbench bench", args.json_path)  # before the run, not after it
     check_writable("workbench bench", args.csv_path)
+    if getattr(args, "backend", None) or args.suite == "remote":
+        from app.remote_cli import run_remote_bench
+
+        return run_remote_bench(args, format_table, write_csv)
     spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
                      trust_remote_code=args.trust_remote_code)
     opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft))

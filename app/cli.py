@@ -7,6 +7,7 @@ import os
 import sys
 
 from app import paths
+from app.remote_cli import add_backend_args
 from app.cli_types import OneLineParser, float_range, int_range, non_empty
 
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="stream a completion to stdout and print its metrics")
     _add_model_args(gen)
+    add_backend_args(gen)
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--chat", action="store_true",
                      help="send the prompt as a user chat message through the model's chat template")
@@ -69,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the engine against its peers (no GUI)")
     _add_model_args(bench)
+    add_backend_args(bench)
     from app import bench_cli
 
     bench_cli.add_arguments(bench)
 
     load = sub.add_parser("loadtest", help="simulated users against the engine, live figures (no GUI)")
     _add_model_args(load)
+    add_backend_args(load)
     from app import loadtest_cli
 
     loadtest_cli.add_arguments(load)

@@ -26,8 +26,9 @@ from engine.engine import Engine
 from engine.generation_defaults import generation_defaults
 
 
-def _sampling(args: argparse.Namespace, model_dir: str) -> SamplingParams:
-    d = generation_defaults(model_dir)
+def _sampling(args: argparse.Namespace, model_dir: str | None) -> SamplingParams:
+    # a remote model (model_dir None) has no local generation_config.json to read
+    d = generation_defaults(model_dir) if model_dir else SamplingParams()
     stop = tuple(args.stop) if args.stop is not None else d.stop
     return SamplingParams(
         temperature=d.temperature if args.temperature is None else args.temperature,
@@ -40,6 +41,8 @@ def _sampling(args: argparse.Namespace, model_dir: str) -> SamplingParams:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if getattr(args, "backend", None):
+        return _run_remote(args)
     model = default_model(args.model)
     check_device("workbench generate", args.device)
     try:
@@ -63,7 +66,21 @@ def run_generate(args: argparse.Namespace) -> int:
         engine.shutdown()
 
 
-def _stream(engine: Engine, args: argparse.Namespace, model: str) -> int:
+def _run_remote(args: argparse.Namespace) -> int:
+    from app.remote_cli import open_backend
+
+    try:
+        _sampling(args, None)
+    except ValueError as exc:
+        fail("workbench generate", str(exc))
+    backend = open_backend("workbench generate", args, metrics_interval_s=0)
+    try:
+        return _stream(backend, args, None)
+    finally:
+        backend.shutdown()
+
+
+def _stream(engine: Engine, args: argparse.Namespace, model: str | None) -> int:
     rid = None
     while True:
         event = engine.events.get()

@@ -31,11 +31,16 @@ def run(args: argparse.Namespace) -> int:
     check_device("workbench loadtest", args.device)
     if args.min_tokens > args.max_tokens:
         fail("workbench loadtest", f"--min-tokens ({args.min_tokens}) is more than --max-tokens ({args.max_tokens})")
-    spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
-                     trust_remote_code=args.trust_remote_code)
-    config = EngineConfig(kv_cache=KVCacheMode.OFF if args.no_kv_cache else KVCacheMode.ON,
-                          batching=BatchingConfig(enabled=not args.no_batching, max_batch_size=args.max_batch))
-    engine = Engine(spec, config).start()
+    if getattr(args, "backend", None):
+        from app.remote_cli import open_backend
+
+        engine = open_backend("workbench loadtest", args)  # same surface and events as Engine
+    else:
+        spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
+                         trust_remote_code=args.trust_remote_code)
+        config = EngineConfig(kv_cache=KVCacheMode.OFF if args.no_kv_cache else KVCacheMode.ON,
+                              batching=BatchingConfig(enabled=not args.no_batching, max_batch_size=args.max_batch))
+        engine = Engine(spec, config).start()
     try:
         while True:
             e = engine.events.get()
@@ -65,13 +70,18 @@ def run(args: argparse.Namespace) -> int:
                 last = e.stats
             if time.monotonic() >= next_print and last is not None:
                 next_print += 1.0
-                print(f"t={time.monotonic() - t0:5.1f}s  {last.tokens_per_s:7.1f} tok/s  batch {last.batch_size}  "
-                      f"queue {last.num_waiting}  done {len(finished)}", file=sys.stderr, flush=True)
+                tps = "    n/a" if last.tokens_per_s is None else f"{last.tokens_per_s:7.1f}"  # a remote may not say
+                print(f"t={time.monotonic() - t0:5.1f}s  {tps} tok/s  batch {_known(last.batch_size)}  "
+                      f"queue {_known(last.num_waiting)}  done {len(finished)}", file=sys.stderr, flush=True)
         gen.stop()
         _summary(finished, time.monotonic() - t0)
         return 0
     finally:
         engine.shutdown()
+
+
+def _known(x: int | None) -> str:
+    return "n/a" if x is None else str(x)
 
 
 def _summary(finished: list[ev.RequestFinished], wall: float) -> None:

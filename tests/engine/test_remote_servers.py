@@ -238,3 +238,64 @@ def test_server_dying_mid_stream_keeps_the_partial_answer(model_dir, tserve, tmp
         assert ok.reason is ev.FinishReason.LENGTH and ok.error is None
     finally:
         ok_backend.shutdown()
+
+
+# ---- the command line against the same real server ----------------------------------------
+
+def _cli(argv: list[str]) -> int:
+    from app.cli import main
+
+    return main(argv)
+
+
+def test_cli_generate_streams_from_vllm_with_the_local_metrics_line(vllm, capsys):
+    rc = _cli(["generate", "--backend", vllm.base_url, "--model", SERVED, "--api-key", API_KEY, "--chat",
+               "--prompt", PROMPT, "--max-new-tokens", "16", "--temperature", "0"])
+    out, err = capsys.readouterr()
+    client = openai.OpenAI(base_url=vllm.base_url, api_key=API_KEY, max_retries=0)
+    ref = client.chat.completions.create(model=SERVED, messages=[{"role": "user", "content": PROMPT}],
+                                         max_tokens=16, temperature=0)
+    assert rc == 0
+    assert out.rstrip("\n") == ref.choices[0].message.content
+    assert "[length] 16 tokens" in err and "TTFT" in err and "remote vllm" in err
+
+
+def test_cli_refuses_local_engine_flags_with_a_backend(vllm, capsys):
+    with pytest.raises(SystemExit) as info:
+        _cli(["generate", "--backend", vllm.base_url, "--prompt", "x", "--quantisation", "nf4"])
+    assert info.value.code == 2
+    assert "launch flag" in capsys.readouterr().err
+
+
+def test_cli_generate_reports_a_wrong_model_and_exits_1(vllm, capsys):
+    rc = _cli(["generate", "--backend", vllm.base_url, "--model", "nope", "--api-key", API_KEY, "--prompt", "x"])
+    assert rc == 1 and "'nope' is not served" in capsys.readouterr().err
+
+
+def test_cli_bench_remote_suite_reads_server_metrics_beside_client_figures(vllm, tmp_path, capsys):
+    out = tmp_path / "remote.json"
+    rc = _cli(["bench", "--backend", vllm.base_url, "--model", SERVED, "--api-key", API_KEY, "--suite", "remote",
+               "--quick", "--json", str(out)])
+    assert rc == 0
+    import json
+
+    runs = json.loads(out.read_text())["suites"]["remote"]["runs"]
+    assert [r["config"]["concurrency"] for r in runs] == [1, 8]
+    for r in runs:
+        assert r["tokens_match_server"] is True  # client usage totals == server counter delta
+        assert r["completion_tokens"] == r["config"]["requests"] * r["config"]["max_new_tokens"]
+        assert r["server_ttft_mean_s"] > 0 and r["ttft_s"] > 0 and r["tokens_per_s"] > 0
+        assert r["acceptance_rate"] is not None  # ngram speculative decoding on this server
+    assert runs[1]["server_running_peak"] is None or runs[1]["server_running_peak"] <= 4  # --max-num-seqs 4
+    assert "client vs server" in capsys.readouterr().out
+
+
+def test_cli_loadtest_drives_a_server(vllm, capsys):
+    rc = _cli(["loadtest", "--backend", vllm.base_url, "--model", SERVED, "--api-key", API_KEY, "--duration", "2",
+               "--users", "2", "--rate", "4", "--min-tokens", "4", "--max-tokens", "16"])
+    import re
+
+    out = capsys.readouterr().out
+    assert rc == 0
+    m = re.search(r"requests (\d+)  tokens (\d+)", out)
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, out

@@ -1,0 +1,136 @@
+"""`--backend URL --model NAME` for `workbench generate|bench|loadtest`: drive a running
+OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama, transformers serve) through the
+same surface as the local engine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# local-engine options that are a remote server's launch flags: refused with --backend
+LOCAL_ONLY = {
+    "no_kv_cache": "--no-kv-cache", "quantisation": "--quantisation", "speculative": "--speculative",
+    "draft": "--draft", "adaptive": "--adaptive", "no_batching": "--no-batching", "max_batch": "--max-batch",
+    "device": "--device", "dtype": "--dtype", "trust_remote_code": "--trust-remote-code",
+}
+LOCAL_DEFAULTS = {"quantisation": "none", "speculative": "off", "device": "auto", "dtype": "auto", "max_batch": 8}
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default=None, metavar="URL",
+                   help="drive a running OpenAI-compatible server instead of the local engine, e.g. "
+                        "http://127.0.0.1:8000/v1 (vLLM, SGLang, llama.cpp, TGI, Ollama, transformers "
+                        "serve); --model then names the served model (default: the first it lists)")
+    p.add_argument("--api-key", default=None,
+                   help="API key for --backend (default: $WORKBENCH_API_KEY, then $OPENAI_API_KEY)")
+    p.add_argument("--read-timeout", type=float, default=120.0, metavar="S",
+                   help="with --backend: longest wait for the next streamed chunk (default 120 s)")
+
+
+def refuse_local_flags(command: str, args: argparse.Namespace) -> None:
+    """A remote server's KV cache, batching, quantisation and speculative settings are its
+    launch flags: asking for them here would silently measure something else."""
+    for attr, flag in LOCAL_ONLY.items():
+        if not hasattr(args, attr):
+            continue
+        value = getattr(args, attr)
+        if value in (None, False) or LOCAL_DEFAULTS.get(attr) == value:
+            continue
+        print(f"{command}: {flag} sets the local engine; with --backend it is the server's launch flag "
+              f"(start the server with it)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def backend_spec(command: str, args: argparse.Namespace, *, metrics_interval_s: float = 1.0):
+    from engine.remote import RemoteSpec
+
+    refuse_local_flags(command, args)
+    key = args.api_key or os.environ.get("WORKBENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    try:
+        spec = RemoteSpec(args.backend, model=args.model, api_key=key, read_timeout_s=args.read_timeout,
+                          metrics_interval_s=metrics_interval_s)
+    except ValueError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return spec
+
+
+def open_backend(command: str, args: argparse.Namespace, *, metrics_interval_s: float = 1.0):
+    from engine.remote import RemoteBackend
+
+    return RemoteBackend(backend_spec(command, args, metrics_interval_s=metrics_interval_s)).start()
+
+
+SERVER_COLUMNS = [
+    ("run", "name", "{}", 1),
+    ("client tok/s", "tokens_per_s", "{:.1f}", 1),
+    ("server tok/s", "server_tokens_per_s", "{:.1f}", 1),
+    ("client TTFT ms", "ttft_s", "{:.1f}", 1000),
+    ("server TTFT ms", "server_ttft_mean_s", "{:.1f}", 1000),
+    ("client ITL ms", "itl_mean_s", "{:.2f}", 1000),
+    ("server ITL ms", "server_itl_mean_s", "{:.2f}", 1000),
+    ("tokens = server", "tokens_match_server", "{}", 1),
+    ("peak running", "server_running_peak", "{:.0f}", 1),
+    ("peak KV %", "server_kv_cache_usage_peak", "{:.1f}", 100),
+]
+
+
+def format_server_table(runs: list[dict]) -> str:
+    """Client-side figures beside the server's own, per run; blank = the server does not say."""
+    headers = [c[0] for c in SERVER_COLUMNS]
+    rows = []
+    for r in runs:
+        row = []
+        for _, key, fmt, scale in SERVER_COLUMNS:
+            v = r.get(key)
+            row.append("" if v is None else fmt.format(v * scale if isinstance(v, (int, float)) and
+                                                       not isinstance(v, bool) else v))
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = ["\n== client vs server (mean over the same requests) ==", line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def run_remote_bench(args: argparse.Namespace, format_table, write_csv) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from engine.bench_remote import RemoteBenchOptions, suite_remote
+
+    if not args.backend:
+        print("workbench bench: --suite remote needs --backend URL (a running server)", file=sys.stderr)
+        raise SystemExit(2)
+    if args.suite not in ("remote", "all"):
+        print(f"workbench bench: --suite {args.suite} runs the local engine; with --backend use --suite remote",
+              file=sys.stderr)
+        raise SystemExit(2)
+    opts = RemoteBenchOptions(spec=backend_spec("workbench bench", args, metrics_interval_s=0.5), quick=args.quick)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    report: dict = {"backend": args.backend, "model": args.model, "quick": args.quick, "suites": {}}
+    failed = False
+    try:
+        runs = [r.to_dict() for r in suite_remote(opts, log)]
+        report["suites"]["remote"] = {"runs": runs}
+        print(format_table("remote", runs))
+        print(format_server_table(runs))
+    except Exception as exc:  # noqa: BLE001 - reported, and the JSON still written
+        log(f"remote: FAILED: {exc}")
+        report["suites"]["remote"] = {"error": str(exc), "runs": []}
+        failed = True
+    report["total_wall_s"] = time.perf_counter() - t0
+    if args.json_path:
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(report, indent=2))
+        log(f"wrote {args.json_path}")
+    if args.csv_path:
+        write_csv(report, Path(args.csv_path))
+        log(f"wrote {args.csv_path}")
+    return 1 if failed else 0

@@ -53,7 +53,7 @@ def test_batching_off_runs_one_at_a_time_and_shrinking_preempts_newest():
     assert fake_step(s) == {"0": 2, "1": 2, "2": 2}
     s.config = BatchingConfig(enabled=False)
     plan = s.schedule()
-    assert [x.request_id for x in plan.preempted] == ["2", "1"] or {x.request_id for x in plan.preempted} == {"1", "2"}
+    assert [x.request_id for x in plan.preempted] == ["2", "1"]  # newest first
     assert [e.seq.request_id for e in plan.entries] == ["0"]
     assert [x.request_id for x in s.waiting] == ["1", "2"]  # FIFO order kept
     assert seqs[1].num_computed_tokens == 2  # preemption keeps the computed count (KV is stashed)

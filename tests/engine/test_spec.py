@@ -173,9 +173,23 @@ def test_rejection_sampler_preserves_target_distribution():
     expected = p[0] * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.5, (counts, expected)
-    # a broken sampler (always accepting the draft) is caught by the same test
-    wrong = torch.bincount(torch.multinomial(q[0], n, replacement=True, generator=g), minlength=6).float()
-    assert float(((wrong - expected) ** 2 / expected).sum()) > 20.5
+
+
+
+def test_rejection_sampler_accepts_with_probability_sum_of_min_p_q():
+    """P(accept) = sum_x min(p(x), q(x)) for a correct sampler (Leviathan et al.); a sampler that
+    always (or never) accepts the draft fails this at once."""
+    g = torch.Generator().manual_seed(4321)
+    p = torch.tensor([[0.05, 0.4, 0.1, 0.25, 0.15, 0.05], [0.2, 0.2, 0.2, 0.2, 0.1, 0.1]])
+    q = torch.tensor([[0.3, 0.1, 0.3, 0.1, 0.1, 0.1]])
+    n = 20000
+    accepted = 0
+    for _ in range(n):
+        x = int(torch.multinomial(q[0], 1, generator=g))
+        accepted += len(accept_sampling([x], p, q, g)) == 2  # the draft token and a bonus token
+    expected = float(torch.minimum(p[0], q[0]).sum())  # 0.55
+    sd = (expected * (1 - expected) / n) ** 0.5
+    assert abs(accepted / n - expected) < 4 * sd, (accepted / n, expected)
 
 
 def test_rejection_sampler_with_deterministic_drafter():

@@ -1,0 +1,126 @@
+"""KV bookkeeping with seeded tensors: the batch cache, the prefix cache and the KV managers."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.kv import BatchKV, PrefixCache, RowKV, compact_if_holey
+from engine.kv_manager import CachedKV, NoKV
+from engine.scheduler import PlanEntry, Sequence
+
+LAYERS, HEADS, DIM = 2, 2, 4
+
+
+def row(n: int, seed: int) -> RowKV:
+    g = torch.Generator().manual_seed(seed)
+    return RowKV([(torch.randn(HEADS, n, DIM, generator=g), torch.randn(HEADS, n, DIM, generator=g))
+                  for _ in range(LAYERS)])
+
+
+def same(a: RowKV, b: RowKV) -> bool:
+    return a.num_tokens == b.num_tokens and all(
+        torch.equal(ka, kb) and torch.equal(va, vb) for (ka, va), (kb, vb) in zip(a.layers, b.layers))
+
+
+def test_rows_of_different_lengths_are_left_padded_and_extract_back():
+    kv = BatchKV()
+    a, b = row(3, 1), row(5, 2)
+    kv.add_rows(["a", "b"], [a, b])
+    assert kv.width == 5 and kv.num_valid() == [3, 5]
+    assert kv.valid[0].tolist() == [False, False, True, True, True]
+    assert same(kv.extract("a"), a) and same(kv.extract("b"), b)
+
+
+def test_rejected_tail_becomes_holes_and_trailing_holes_are_trimmed():
+    kv = BatchKV()
+    kv.add_rows(["a"], [row(6, 3)])
+    kv.invalidate_tail("a", 2)
+    assert kv.width == 4 and kv.num_valid() == [4]  # a lone row keeps a hole-free cache
+    kv.add_rows(["b"], [row(4, 4)])
+    kv.invalidate_tail("a", 1)
+    assert kv.width == 4 and kv.num_valid() == [3, 4]  # b still uses the last column: a hole in a
+    assert kv.valid[0].tolist() == [True, True, True, False]
+
+
+def test_compaction_keeps_every_row_and_drops_the_holes():
+    kv = BatchKV()
+    rows = {"a": row(70, 5), "b": row(70, 6)}
+    kv.add_rows(list(rows), list(rows.values()))
+    for rid in rows:
+        kv.valid[kv.row_index(rid), 10:60] = False  # 50 holes in each row
+    before = {rid: kv.extract(rid) for rid in rows}
+    assert compact_if_holey(kv)
+    assert kv.width == 20 and kv.hole_fraction() == 0.0
+    assert all(same(kv.extract(rid), before[rid]) for rid in rows)
+    assert not compact_if_holey(kv)
+
+
+def test_removing_rows_trims_leading_holes_and_counts_bytes():
+    kv = BatchKV()
+    kv.add_rows(["short", "long"], [row(2, 7), row(9, 8)])
+    kv.remove_rows(["long"])
+    assert kv.row_ids == ["short"] and kv.width == 2
+    per_token = LAYERS * 2 * HEADS * DIM * 4
+    assert kv.nbytes >= 2 * per_token
+    kv.remove_rows(["short"])
+    assert kv.nbytes == 0 and kv.width == 0
+
+
+def test_prefix_cache_longest_prefix_lru_bound_and_counts():
+    one = row(4, 9).nbytes
+    cache = PrefixCache(max_bytes=2 * one)
+    cache.store((1, 2, 3, 4), row(4, 9))
+    cache.store((5, 6, 7, 8), row(4, 10))
+    hit = cache.lookup((1, 2, 3, 9, 9), max_tokens=10)
+    assert hit is not None and hit.num_tokens == 3
+    assert cache.lookup((7, 7), max_tokens=10) is None
+    assert (cache.hits, cache.misses) == (1, 1)
+    cache.store((11, 12, 13, 14), row(4, 11))  # over the bound: the least recently used goes
+    assert cache.lookup((5, 6, 7, 8), max_tokens=3) is None
+    assert cache.lookup((1, 2, 3, 4), max_tokens=3).num_tokens == 3
+    assert cache.nbytes <= 2 * one
+
+
+def _seq(rid: str, n: int, computed: int = 0) -> Sequence:
+    s = Sequence(request_id=rid, prompt_ids=list(range(1, n + 1)))
+    s.num_computed_tokens = computed
+    return s
+
+
+def test_no_kv_recomputes_everything_and_keeps_nothing():
+    m = NoKV(PrefixCache(1 << 20))
+    s = _seq("a", 5, computed=0)
+    assert not m.keeps_cache
+    assert m.tokens_to_compute(PlanEntry(s, 5, True)) == [1, 2, 3, 4, 5]
+    assert m.nbytes == 0 and m.lookup_prefixes([s]) == {}
+
+
+def test_cached_kv_gives_only_the_new_tokens_and_offers_finished_rows_for_reuse():
+    prefix = PrefixCache(1 << 20)
+    m = CachedKV(prefix, reuse_prefixes=True)
+    s = _seq("a", 5, computed=3)
+    assert m.tokens_to_compute(PlanEntry(s, 2, True)) == [4, 5]
+    m.batch.add_rows(["a"], [row(5, 12)])
+    s.num_computed_tokens = 5
+    m.release(s, reusable=True)
+    assert m.batch.row_ids == [] and len(prefix) == 1
+    waiting = _seq("b", 8)  # shares tokens 1..5 with the finished one
+    assert m.lookup_prefixes([waiting]) == {"b": 5}
+    # with reuse off nothing is offered or found
+    m.reuse_prefixes = False
+    m.batch.add_rows(["c"], [row(3, 13)])
+    c = _seq("c", 3, computed=3)
+    m.release(c, reusable=True)
+    assert len(prefix) == 1 and m.lookup_prefixes([_seq("d", 8)]) == {}
+
+
+def test_preempted_rows_rejoin_with_their_cache():
+    m = CachedKV(PrefixCache(1 << 20), reuse_prefixes=False)
+    r = row(4, 14)
+    m.batch.add_rows(["a"], [r])
+    s = _seq("a", 4, computed=4)
+    m.preempt(s)
+    assert m.batch.row_ids == []
+    assert same(m._take_stash(s), r)
+    m.drop()
+    assert m._take_stash(s) is None

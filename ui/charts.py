@@ -18,7 +18,7 @@ from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette
 from PySide6.QtWidgets import QApplication, QFrame, QGraphicsItem, QLabel, QSizePolicy, QVBoxLayout
 
-from ui.dashboard_model import Marker, Snapshot
+from ui.viewmodels.dashboard_records import Marker, Snapshot
 from ui.formatting import MISSING, format_ms
 from ui.viewmodels.throughput import idle_gap_starts
 from ui.widgets import named

@@ -23,7 +23,7 @@ from engine.config import EngineConfig, GenerateRequest, ModelSpec, SamplingPara
 from engine.engine import Engine
 from engine.events import now_s
 from engine.pool import EnginePool
-from ui.compare_model import ColumnSpec, CompareJob, Comparison
+from ui.viewmodels.compare import ColumnSpec, CompareJob, Comparison
 
 log = logging.getLogger(__name__)
 

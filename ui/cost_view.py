@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from ui.dashboard_model import BASELINE_WINDOW_S, DashboardModel
+from ui.viewmodels.dashboard import BASELINE_WINDOW_S, DashboardModel
 from ui.formatting import MISSING
 from ui.viewmodels.cost import Baseline, CostInputs, CostModel, describe_basis, format_money
 from ui.widgets import label, named

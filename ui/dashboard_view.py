@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from ui.charts import BarChart, ChartTheme, TimeChart, bar_charts, nice_ceiling, time_charts
 from ui.cost_view import CostView
-from ui.dashboard_model import DashboardModel
+from ui.viewmodels.dashboard import DashboardModel
 from ui.formatting import model_display_name
 from ui.loadgen_panel import LoadGenPanel
 from ui.reflow import FlowLayout, ReflowGrid

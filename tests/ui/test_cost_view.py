@@ -10,9 +10,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 
-from tests.ui.test_dashboard_model import T0, Clock, step
+from tests.helpers.engine_timeline import T0, Clock, step
 from ui.cost_view import CostView
-from ui.dashboard_model import DashboardModel
+from ui.viewmodels.dashboard import DashboardModel
 from ui.viewmodels.throughput import MIN_COMPARE_TOKENS
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")

@@ -18,7 +18,8 @@ from engine.loadgen import LoadSpec
 from ui.bridge import EngineBridge
 from ui.charts import MIB
 from ui.viewmodels.cost import cost_per_million, format_money
-from ui.dashboard_model import DashboardModel, read_csv
+from ui.viewmodels.dashboard import DashboardModel
+from ui.viewmodels.dashboard_io import read_csv
 from ui.dashboard_view import DashboardView
 from ui.formatting import MISSING
 from ui.viewmodels.throughput import shortfall

@@ -16,9 +16,10 @@ from PySide6.QtGui import QFontMetrics, QImage, QPainter, QTextDocument
 from PySide6.QtWidgets import QApplication, QLabel
 
 from engine.engine import Engine
-from tests.ui.test_dashboard_model import T0, Clock, applied, finished, step
+from tests.helpers.engine_timeline import T0, Clock, applied, finished, step
 from ui.bridge import EngineBridge
-from ui.dashboard_model import DashboardModel, read_csv
+from ui.viewmodels.dashboard import DashboardModel
+from ui.viewmodels.dashboard_io import read_csv
 from ui.dashboard_view import DashboardView
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")

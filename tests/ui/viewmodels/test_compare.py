@@ -12,18 +12,9 @@ from engine import events as ev
 from engine.config import EngineConfig, KVCacheMode, Quantisation, SamplingParams
 from engine.events import FinishReason, TokenOrigin
 from engine.metrics import SpecStats, StepStats, request_stats
-from ui.compare_model import (
-    SUMMARY_COLUMNS,
-    ColumnSpec,
-    CompareJob,
-    Comparison,
-    collect_provenance,
-    fmt_agreement,
-    fmt_spread,
-    ratio,
-    ratio_quality,
-    spread,
-)
+from ui.compare_provenance import collect_provenance
+from ui.viewmodels.compare import SUMMARY_COLUMNS, ColumnSpec, CompareJob, Comparison, ratio, spread
+from ui.viewmodels.compare_format import fmt_agreement, fmt_spread, ratio_quality
 
 BASE = ColumnSpec("baseline", "tiny", EngineConfig(kv_cache=KVCacheMode.OFF), "baseline")
 KV = ColumnSpec("KV cache", "tiny", EngineConfig(kv_cache=KVCacheMode.ON), "KV cache")

@@ -1,8 +1,9 @@
 """The compare view's one link to the engines: one engine per column, from an EnginePool.
 
 Columns that share a model and quantisation level share one copy of the weights (the pool
-does that). Weights load on a worker thread, never on the GUI thread; every column engine's
-event queue is drained on a QTimer here and re-emitted as (column index, event) signals.
+does that). Weights load on engine.pool's PoolBuilder thread, never on the GUI thread; its
+results and every column engine's event queue are drained on a QTimer here and re-emitted
+as (column index, event) signals.
 
 A comparison runs in waves: `fair` submits one column at a time (round-robin over the
 repeats, so drift hits every column alike); `race` submits all columns at once, each repeat
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections import deque
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -22,7 +22,7 @@ from engine import events as ev
 from engine.config import EngineConfig, GenerateRequest, ModelSpec, SamplingParams
 from engine.engine import Engine
 from engine.events import now_s
-from engine.pool import EnginePool
+from engine.pool import EngineBuilt, EngineFailed, EnginePool, PoolBuilder, PoolStarted, retire_in_background
 from ui.viewmodels.compare import ColumnSpec, CompareJob, Comparison
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ class CompareBridge(QObject):
         self._notes: list[list[str]] = []  # engine errors per column (e.g. a draft that would not load)
         self._failed: dict[int, str] = {}
         self._generation = 0
-        self._results: queue.Queue = queue.Queue()  # (kind, generation, ...) from builder threads
-        self._build_lock = threading.Lock()  # one build at a time; a newer one waits
-        self._builder: threading.Thread | None = None
-        self._cancel_build: threading.Event | None = None
+        self._builder = PoolBuilder(collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
         self._waves: deque[list[tuple[int, int]]] = deque()
         self._outstanding: dict[tuple[int, str], CompareJob] = {}  # engines number their requests alike
         self._start_when_ready = False
@@ -98,8 +95,6 @@ class CompareBridge(QObject):
             return False
         self.stop()
         self._generation += 1
-        if self._cancel_build is not None:
-            self._cancel_build.set()
         old_pool, self.pool = self.pool, None
         self.columns, self._model_specs = columns, specs_m
         self._engines = [None] * len(columns)
@@ -108,36 +103,10 @@ class CompareBridge(QObject):
         self._infos = [None] * len(columns)
         self._notes = [[] for _ in columns]
         self._failed = {}
-        cancel = threading.Event()
-        self._cancel_build = cancel
-        jobs = [(m, c.config) for m, c in zip(specs_m, columns)]
-        self._builder = threading.Thread(target=self._build, args=(self._generation, old_pool, jobs, cancel),
-                                         name="compare-builder", daemon=True)
-        self._builder.start()
+        self._builder.start(self._generation, [(m, c.config) for m, c in zip(specs_m, columns)], retire=old_pool)
         self._timer.start()
         self.columns_building.emit(len(columns))
         return True
-
-    def _build(self, generation: int, old_pool: EnginePool | None, jobs: list, cancel: threading.Event) -> None:
-        """Worker thread: retire the old engines, load weights, start one engine per column."""
-        if old_pool is not None:
-            old_pool.shutdown()
-        with self._build_lock:
-            if cancel.is_set():
-                return
-            pool = EnginePool(collect_garbage=False)  # the GUI thread collects (ui/gc_guard.py)
-            self._results.put(("pool", generation, pool))
-            for i, (spec, config) in enumerate(jobs):
-                if cancel.is_set():
-                    break
-                try:
-                    engine = pool.engine(spec, config)
-                except Exception as exc:  # noqa: BLE001 - reported to the column, the others go on
-                    self._results.put(("failed", generation, i, str(exc) or type(exc).__name__))
-                    continue
-                self._results.put(("engine", generation, i, engine))
-            if cancel.is_set():
-                pool.shutdown()
 
     @property
     def is_ready(self) -> bool:
@@ -230,12 +199,8 @@ class CompareBridge(QObject):
         """Abort runs, stop every engine and the builder; True when all threads joined in time."""
         self._timer.stop()
         self.stop()
-        if self._cancel_build is not None:
-            self._cancel_build.set()
-        ok = True
-        if self._builder is not None:
-            self._builder.join(timeout)
-            ok = not self._builder.is_alive()
+        self._builder.cancel()
+        ok = self._builder.join(timeout)
         self._drain_build_results()
         if self.pool is not None:
             ok = self.pool.shutdown(timeout) and ok
@@ -263,22 +228,20 @@ class CompareBridge(QObject):
     def _drain_build_results(self) -> None:
         while True:
             try:
-                item = self._results.get_nowait()
+                result = self._builder.results.get_nowait()
             except queue.Empty:
                 return
-            kind, generation = item[0], item[1]
-            if generation != self._generation:
-                if kind == "pool":  # a superseded build's engines: stop them off the GUI thread
-                    threading.Thread(target=item[2].shutdown, name="compare-retire", daemon=True).start()
+            if result.generation != self._generation:
+                if isinstance(result, PoolStarted):  # a superseded build's engines: stop them off this thread
+                    retire_in_background(result.pool)
                 continue
-            if kind == "pool":
-                self.pool = item[2]
-            elif kind == "engine":
-                self._engines[item[2]] = item[3]
-            elif kind == "failed":
-                column, message = item[2], item[3]
-                self._failed[column] = message
-                self.column_failed.emit(column, message)
+            if isinstance(result, PoolStarted):
+                self.pool = result.pool
+            elif isinstance(result, EngineBuilt):
+                self._engines[result.column] = result.engine
+            elif isinstance(result, EngineFailed):
+                self._failed[result.column] = result.message
+                self.column_failed.emit(result.column, result.message)
                 if self.comparison is not None and not self.comparison.finished:
                     self.stop()
 

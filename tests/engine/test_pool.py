@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, Quantisation
-from engine.pool import EnginePool
+from engine.pool import EngineBuilt, EngineFailed, EnginePool, PoolBuilder, PoolStarted
 from tests.helpers.engine_utils import Collected, greedy, pump
 
 
@@ -25,3 +25,43 @@ def test_engines_share_weights_and_agree(tiny_llama_dir):
         assert pool.num_weight_copies == 2
     finally:
         assert pool.shutdown()
+
+
+def _results(builder: PoolBuilder, n: int, timeout: float = 60.0) -> list:
+    return [builder.results.get(timeout=timeout) for _ in range(n)]
+
+
+def test_builder_builds_on_its_thread_and_reports_each_job(tiny_llama_dir, tmp_path):
+    builder = PoolBuilder()
+    spec = ModelSpec(str(tiny_llama_dir))
+    missing = ModelSpec(str(tmp_path / "no-such-model"))
+    jobs = [(spec, EngineConfig()), (missing, EngineConfig()), (spec, EngineConfig(kv_cache=KVCacheMode.OFF))]
+    builder.start(1, jobs)
+    started, built, failed, built_too = _results(builder, 4)
+    try:
+        assert isinstance(started, PoolStarted) and started.generation == 1
+        assert isinstance(built, EngineBuilt) and built.column == 0
+        assert isinstance(failed, EngineFailed) and failed.column == 1 and failed.message
+        assert isinstance(built_too, EngineBuilt) and built_too.column == 2  # a failure stops no other job
+        assert started.pool.num_weight_copies == 1 and len(started.pool.engines) == 2
+        assert builder.join(5.0)
+    finally:
+        assert started.pool.shutdown()
+
+
+def test_a_newer_build_cancels_the_older_and_retires_its_pool(tiny_llama_dir):
+    builder = PoolBuilder()
+    spec = ModelSpec(str(tiny_llama_dir))
+    builder.start(1, [(spec, EngineConfig())] * 3)
+    first = builder.results.get(timeout=60.0)  # the first build is under way
+    builder.start(2, [(spec, EngineConfig())], retire=first.pool)
+    assert builder.join(60.0)
+    results = []
+    while not builder.results.empty():
+        results.append(builder.results.get_nowait())
+    newest = [r for r in results if r.generation == 2]
+    assert [type(r) for r in newest] == [PoolStarted, EngineBuilt]
+    order = [r.generation for r in results]
+    assert order == sorted(order)  # one build at a time: the newer one waited for the older
+    assert all(not e.is_alive for e in first.pool.engines) and not first.pool.engines  # retired
+    assert newest[0].pool.shutdown()

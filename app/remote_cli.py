@@ -64,8 +64,8 @@ def open_backend(command: str, args: argparse.Namespace, *, metrics_interval_s: 
 
 SERVER_COLUMNS = [
     ("run", "name", "{}", 1),
-    ("client tok/s", "tokens_per_s", "{:.1f}", 1),
-    ("server tok/s", "server_tokens_per_s", "{:.1f}", 1),
+    ("client req tok/s", "request_tokens_per_s", "{:.1f}", 1),
+    ("server req tok/s", "server_request_tokens_per_s", "{:.1f}", 1),
     ("client TTFT ms", "ttft_s", "{:.1f}", 1000),
     ("server TTFT ms", "server_ttft_mean_s", "{:.1f}", 1000),
     ("client ITL ms", "itl_mean_s", "{:.2f}", 1000),
@@ -89,7 +89,8 @@ def format_server_table(runs: list[dict]) -> str:
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = ["\n== client vs server (mean over the same requests) ==", line, "-" * len(line)]
+    out = ["\n== client vs server, same requests (req tok/s: tokens / summed request latency, each on its own clock) ==",
+           line, "-" * len(line)]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(out)
 

@@ -80,6 +80,14 @@ def _settled(backend: RemoteBackend, tokens_before: float | None, tokens: int) -
     return snap
 
 
+def _server_request_tps(before: ServerSnapshot, after: ServerSnapshot, tokens: float | None) -> float | None:
+    """Generated tokens over the server's own summed e2e latency (its histogram's _sum delta)."""
+    if tokens is None or before.e2e is None or after.e2e is None:
+        return None
+    spent = after.e2e.sum - before.e2e.sum
+    return tokens / spent if spent > 0 else None
+
+
 def _peak(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
@@ -117,6 +125,8 @@ def measure(backend: RemoteBackend, opts: RemoteBenchOptions, concurrency: int, 
         "itl_mean_s": sum(itl) / len(itl) if itl else None,
         "tpot_mean_s": sum(tpots) / len(tpots) if tpots else None,
         "e2e_mean_s": sum(f.stats.e2e_s for f in fins) / len(fins),
+        # per-request speed on each side's own clock: tokens over summed request latency
+        "request_tokens_per_s": tokens / sum(f.stats.e2e_s for f in fins),
     })
     after = _settled(backend, before.generation_tokens if before else None, tokens) if before else None
     if before is None or after is None:
@@ -126,7 +136,7 @@ def measure(backend: RemoteBackend, opts: RemoteBenchOptions, concurrency: int, 
     res.extra.update({
         "server_engine": after.engine.value,
         "server_generation_tokens": iv.generation_tokens,
-        "server_tokens_per_s": iv.generation_tokens / wall if iv.generation_tokens is not None and wall > 0 else None,
+        "server_request_tokens_per_s": _server_request_tps(before, after, iv.generation_tokens),
         "tokens_match_server": None if iv.generation_tokens is None else iv.generation_tokens == tokens,
         "server_ttft_mean_s": iv.ttft_mean_s,
         "server_itl_mean_s": iv.itl_mean_s,

@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 
 from app import paths
+from app.cli_types import int_range
 
-SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec"]
+SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec", "serve"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=SUITE_NAMES + ["all", "remote"], default="all",
                    help="'remote' measures a running server given by --backend (the default suite then)")
-    p.add_argument("--quick", action="store_true", help="shorter runs (about 3 minutes in all on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="shorter runs, one repeat (about 3 minutes in all on 2 CPU cores)")
+    p.add_argument("--repeats", type=int_range(1, 50), default=None,
+                   help="measurements per row, interleaved across rows (default 3; 1 with --quick)")
     p.add_argument("--draft", default=None, help="draft model for the spec suite (default: the bundled draft)")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON to this file")
     p.add_argument("--csv", dest="csv_path", default=None, help="write one row per run as CSV to this file")
@@ -45,26 +48,36 @@ def run(args: argparse.Namespace) -> int:
         return run_remote_bench(args, format_table, write_csv)
     spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
                      trust_remote_code=args.trust_remote_code)
-    opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft))
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    machine = machine_info(str(resolve_device(spec.device)))
+    opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft), repeats=repeats,
+                        bandwidth_bytes_per_s=machine.get("read_bandwidth_bytes_per_s"))
     heldout = paths.MODELS / "heldout.txt"
     if heldout.is_file():
         from dataclasses import replace
 
         opts = replace(opts, eval_text=heldout.read_text())
-    report = {"machine": machine_info(str(resolve_device(spec.device))), "model": spec.name_or_path,
-              "quick": args.quick, "suites": {}}
+    report = {"machine": machine, "model": spec.name_or_path, "quick": args.quick, "repeats": repeats,
+              "suites": {}}
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    suites = dict(SUITES)
+    try:  # served tokens/s vs the in-process engine (app/serve/bench.py; needs the 'serve' extra)
+        from app.serve.bench import suite_serve
+
+        suites["serve"] = suite_serve
+    except ImportError:
+        pass
     failed = False
     for name in _suites(args.suite):
-        if name not in SUITES:
+        if name not in suites:
             log(f"{name}: not available in this build")
             continue
         try:
-            runs = SUITES[name](opts, log)
+            runs = suites[name](opts, log)
         except Exception as exc:  # noqa: BLE001 - one failing suite must not hide the others
             log(f"{name}: FAILED: {exc}")
             report["suites"][name] = {"error": str(exc), "runs": []}
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 COLUMNS = [
     ("run", "name", "{}"),
     ("tok/s", "tokens_per_s", "{:.1f}"),
+    ("min-max", "tokens_per_s_min", None),
     ("x first", None, None),
     ("TTFT ms", "ttft_s", "{:.1f}", 1000),
     ("ITL p50 ms", "itl_p50_s", "{:.1f}", 1000),
@@ -95,7 +109,7 @@ COLUMNS = [
     ("tokens", "completion_tokens", "{}"),
     ("match", "outputs_match_reference", "{}"),
 ]
-EXTRA = [("accept", "acceptance_rate", "{:.2f}"), ("ppl", "perplexity", "{:.2f}"),
+EXTRA = [("roofline %", "roofline_pct", "{:.0f}"), ("accept", "acceptance_rate", "{:.2f}"), ("ppl", "perplexity", "{:.2f}"),
          ("agree", "agreement", "{:.3f}"), ("cached", "cached_prompt_tokens", "{}")]
 
 
@@ -111,6 +125,10 @@ def format_table(suite: str, runs: list[dict]) -> str:
                 tps = r.get("tokens_per_s")
                 row.append(f"{tps / base:.2f}" if tps and base else "")
                 continue
+            if col[1] == "tokens_per_s_min":
+                lo, hi = r.get("tokens_per_s_min"), r.get("tokens_per_s_max")
+                row.append(f"{lo:.1f}-{hi:.1f}" if lo is not None and hi is not None and r.get("repeats", 1) > 1 else "")
+                continue
             v = r.get(col[1])
             scale = col[3] if len(col) > 3 else 1
             row.append("" if v is None else col[2].format(v * scale if scale != 1 else v))
@@ -120,7 +138,9 @@ def format_table(suite: str, runs: list[dict]) -> str:
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [f"\n== suite {suite} ==", line, "-" * len(line)]
+    reps = max((r.get("repeats", 1) for r in runs), default=1)
+    title = f"\n== suite {suite} ==" + (f"  (medians of {reps} interleaved repeats)" if reps > 1 else "")
+    out = [title, line, "-" * len(line)]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(out)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import queue
 import time
 from dataclasses import dataclass, field
@@ -56,23 +55,67 @@ class RunResult:
 
 
 def machine_info(device: str) -> dict:
-    import transformers
+    """The bench's machine block: the shared probe plus a measured memory read bandwidth."""
+    from engine.machine import machine_info as probe
 
-    from engine.quant import bitsandbytes_version
+    return probe(device, bandwidth=True)
 
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "bitsandbytes": bitsandbytes_version(),
-        "device": device,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+
+@dataclass
+class Case:
+    """One row of a suite: `prepare` (untimed: configure, warm, fill caches) then `measure`."""
+
+    name: str
+    measure: Callable[[], "RunResult"]
+    prepare: Callable[[], None] = lambda: None
+
+
+def run_cases(cases: list[Case], repeats: int, log: Log, suite: str) -> list["RunResult"]:
+    """Every case prepared the same way before each measurement; repeats interleaved
+    (A B C A B C) so drift of the machine hits every row alike; medians with min-max."""
+    runs: dict[str, list[RunResult]] = {c.name: [] for c in cases}
+    for rep in range(repeats):
+        for case in cases:
+            log(f"{suite}: {case.name} (repeat {rep + 1}/{repeats})")
+            case.prepare()
+            runs[case.name].append(case.measure())
+    return [aggregate(runs[c.name]) for c in cases]
+
+
+def _median(values: list[float]) -> float | None:
+    return percentile(values, 50) if values else None
+
+
+def aggregate(results: list["RunResult"]) -> "RunResult":
+    """Median of each figure over repeats, with the min and max of the headline ones."""
+    first = results[0]
+    out = RunResult(name=first.name, config=first.config, outputs=first.outputs, extra=dict(first.extra))
+    for name in ("tokens_per_s", "ttft_s", "itl_p50_s", "itl_p95_s", "wall_s"):
+        vals = [getattr(r, name) for r in results if getattr(r, name) is not None]
+        setattr(out, name, _median(vals))
+        if name in ("tokens_per_s", "ttft_s") and vals:
+            out.extra[f"{name}_min"], out.extra[f"{name}_max"] = min(vals), max(vals)
+    for name in ("peak_rss_bytes", "weights_bytes", "kv_cache_bytes"):
+        vals = [getattr(r, name) for r in results if getattr(r, name) is not None]
+        setattr(out, name, max(vals) if vals else None)
+    for key in first.extra:
+        vals = [r.extra.get(key) for r in results]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out.extra[key] = _median(vals)
+    out.completion_tokens = first.completion_tokens
+    matches = [r.outputs_match_reference for r in results]
+    out.outputs_match_reference = None if all(m is None for m in matches) else all(bool(m) for m in matches)
+    out.extra["repeats"] = len(results)
+    return out
+
+
+def roofline(result: "RunResult", bandwidth_bytes_per_s: float | None) -> None:
+    """Batch-1 decode reads every weight once per step: achieved weight bytes/s = weights / ITL."""
+    if not bandwidth_bytes_per_s or not result.itl_p50_s or not result.weights_bytes:
+        return
+    achieved = result.weights_bytes / result.itl_p50_s
+    result.extra["weight_read_bytes_per_s"] = achieved
+    result.extra["roofline_pct"] = 100.0 * achieved / bandwidth_bytes_per_s
 
 
 class EngineSession:

@@ -1,4 +1,6 @@
-"""The suites of `workbench bench`. Each returns RunResults measured in this one process."""
+"""The suites of `workbench bench`. Each builds its rows as cases; `run_cases` warms them alike
+and interleaves the repeats. Engine rows run in this process, the transformers peers in a
+process of their own (engine.bench_peer)."""
 
 from __future__ import annotations
 
@@ -6,19 +8,21 @@ from dataclasses import dataclass
 
 from engine.bench import (
     BENCH_PROMPTS,
+    Case,
     EngineSession,
     Log,
     RunResult,
     continuous_config,
     engine_result,
     greedy_requests,
-    hf_generate,
     hf_result,
     kv_configs,
+    roofline,
+    run_cases,
     sequential_config,
 )
+from engine.bench_peer import PeerProcess
 from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
-from engine.models import load_model
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class BenchOptions:
     quick: bool = False
     draft: str | None = None
     eval_text: str = "\n\n".join(BENCH_PROMPTS) * 8  # held-out text for perplexity
+    repeats: int = 3
+    bandwidth_bytes_per_s: float | None = None  # measured read bandwidth, for the roofline figure
 
     @property
     def kv_new_tokens(self) -> int:
@@ -44,6 +50,12 @@ class BenchOptions:
         return 10
 
 
+def _tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+
+
 def _prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer.encode(BENCH_PROMPTS[i % len(BENCH_PROMPTS)]) for i in range(n)]
 
@@ -52,113 +64,147 @@ def _warm(session: EngineSession, prompt: list[int]) -> None:
     session.run(greedy_requests([prompt], [8]))
 
 
+def _engine_case(name: str, cfg: EngineConfig, session: EngineSession, requests: list[GenerateRequest],
+                 warm_prompt: list[int], opts: BenchOptions, decode_roofline: bool = False) -> Case:
+    def prepare() -> None:
+        session.configure(cfg)
+        _warm(session, warm_prompt)
+
+    def measure() -> RunResult:
+        fin, wall = session.run(requests)
+        res = engine_result(name, cfg, session, fin, wall)
+        if decode_roofline:
+            roofline(res, opts.bandwidth_bytes_per_s)
+        return res
+
+    return Case(name, measure, prepare)
+
+
+def _peer(opts: BenchOptions, *, draft: str | None = None) -> PeerProcess:
+    import torch
+
+    peer = PeerProcess()
+    peer.call(op="load", model=opts.spec.name_or_path, device=opts.spec.device.value,
+              dtype=opts.spec.dtype.value, threads=torch.get_num_threads(), draft=draft)
+    return peer
+
+
+def _peer_case(name: str, peer: PeerProcess, weights: int, batches: list[tuple[list[list[int]], list[int]]],
+               warm_prompt: list[int], *, assisted: bool = False, k: int | None = None, note: str = "") -> Case:
+    """A transformers peer row: the batches run one after another; their wall times add up."""
+    def prepare() -> None:
+        peer.call(op="generate", prompts=[warm_prompt], lengths=[8], assisted=assisted, k=k)
+
+    def measure() -> RunResult:
+        outs, wall = [], 0.0
+        for prompts, lengths in batches:
+            answer = peer.call(op="generate", prompts=prompts, lengths=lengths, assisted=assisted, k=k)
+            outs += answer["outputs"]
+            wall += answer["wall_s"]
+        res = hf_result(name, outs, wall, weights, [n for _p, ls in batches for n in ls])
+        res.peak_rss_bytes = answer["rss_bytes"]
+        res.extra["process"] = "own"
+        if note:
+            res.extra["note"] = note
+        return res
+
+    return Case(name, measure, prepare)
+
+
 def suite_kv(opts: BenchOptions, log: Log) -> list[RunResult]:
-    peer = load_model(opts.spec)
-    tok = peer.tokenizer
+    tok = _tokenizer(opts.spec)
     prompts = _prompts(tok, 1)
     n = opts.kv_new_tokens
     session = EngineSession(opts.spec, sequential_config())
-    results = []
+    peer = _peer(opts)
     try:
-        _warm(session, prompts[0])
-        hf_generate(peer.model, prompts, [8], tok.pad_token_id)  # warm the peer too
-        for name, cfg in kv_configs().items():
-            log(f"kv: {name} ({n} new tokens)")
-            session.configure(cfg)
-            fin, wall = session.run(greedy_requests(prompts, [n]))
-            results.append(engine_result(name, cfg, session, fin, wall))
-        log("kv: hf-generate")
-        outs, wall = hf_generate(peer.model, prompts, [n], tok.pad_token_id)
-        ref = hf_result("hf-generate", outs, wall, peer.info.weights_bytes, [n])
-        results.append(ref)
+        weights = session.info.weights_bytes
+        cases = [_engine_case(name, cfg, session, greedy_requests(prompts, [n]), prompts[0], opts,
+                              decode_roofline=True) for name, cfg in kv_configs().items()]
+        cases.append(_peer_case("hf-generate", peer, weights, [(prompts, [n])], prompts[0]))
+        results = run_cases(cases, opts.repeats, log, "kv")
     finally:
         session.close()
-    for r in results[:2]:
-        r.outputs_match_reference = r.outputs == ref.outputs
-    ref.outputs_match_reference = None
+        peer.close()
+    ref = results[-1]
+    for r in results[:-1]:
+        r.outputs_match_reference = r.outputs_match_reference is not False and r.outputs == ref.outputs
     return results
 
 
 def suite_batching(opts: BenchOptions, log: Log) -> list[RunResult]:
-    peer = load_model(opts.spec)
-    tok = peer.tokenizer
+    tok = _tokenizer(opts.spec)
     lengths = opts.batch_lengths
     prompts = _prompts(tok, len(lengths))
     session = EngineSession(opts.spec, sequential_config())
-    results = []
+    peer = _peer(opts)
     try:
-        _warm(session, prompts[0])
-        for name, cfg in (("sequential", sequential_config()), ("continuous-8", continuous_config(8))):
-            log(f"batching: {name} ({len(lengths)} requests at once, {sum(lengths)} tokens)")
-            session.configure(cfg)
-            fin, wall = session.run(greedy_requests(prompts, lengths))
-            results.append(engine_result(name, cfg, session, fin, wall))
-        log("batching: hf-static-8")
-        outs, wall = [], 0.0
-        for i in range(0, len(prompts), 8):  # static batches of 8, in arrival order
-            o, w = hf_generate(peer.model, prompts[i:i + 8], lengths[i:i + 8], tok.pad_token_id)
-            outs += o
-            wall += w
-        results.append(hf_result("hf-static-8", outs, wall, peer.info.weights_bytes, lengths))
+        requests = greedy_requests(prompts, lengths)
+        cases = [_engine_case(name, cfg, session, requests, prompts[0], opts)
+                 for name, cfg in (("sequential", sequential_config()), ("continuous-8", continuous_config(8)))]
+        batches = [(prompts[i:i + 8], lengths[i:i + 8]) for i in range(0, len(prompts), 8)]
+        cases.append(_peer_case("hf-static-8", peer, session.info.weights_bytes, batches, prompts[0],
+                                note="left-padded batches of 8; each runs until its longest request; "
+                                     "useful tokens counted"))
+        results = run_cases(cases, opts.repeats, log, "batching")
     finally:
         session.close()
+        peer.close()
     ref = results[0].outputs
     results[0].outputs_match_reference = None
-    results[1].outputs_match_reference = results[1].outputs == ref
-    results[2].outputs_match_reference = results[2].outputs == ref
-    results[2].extra["note"] = "left-padded batches of 8; each runs until its longest request; useful tokens counted"
+    for r in results[1:]:
+        r.outputs_match_reference = r.outputs == ref
     return results
 
 
-def _conversation_turns(session: EngineSession, turns: int, reply_tokens: int) -> list[tuple[str, str]]:
-    """Play a conversation of `turns` user turns, returning the messages (user/assistant)."""
-    msgs: list[tuple[str, str]] = []
-    for i in range(turns):
-        msgs.append(("user", f"Good sir, tell me the {i + 1}th thing thou knowest of the king."))
-        fin, _ = session.run([GenerateRequest(messages=tuple(msgs),
-                                              sampling=SamplingParams(max_new_tokens=reply_tokens, ignore_eos=True))])
-        msgs.append(("assistant", next(iter(fin.values())).text))
-    return msgs
+def _play(session: EngineSession, msgs: list[tuple[str, str]], reply_tokens: int) -> str:
+    fin, _ = session.run([GenerateRequest(messages=tuple(msgs),
+                                          sampling=SamplingParams(max_new_tokens=reply_tokens, ignore_eos=True))])
+    return next(iter(fin.values())).text
 
 
 def suite_prefix(opts: BenchOptions, log: Log) -> list[RunResult]:
+    """TTFT of a chat's first turn, of its tenth with the earlier turns cached, and of the tenth
+    without reuse. Every row is warmed by an unrelated request first."""
     turns, reply = opts.prefix_turns, 24 if opts.quick else 48
-    session = EngineSession(opts.spec, EngineConfig(kv_cache=KVCacheMode.PREFIX))
-    results = []
+    session = EngineSession(opts.spec, EngineConfig(kv_cache=KVCacheMode.ON))
+    sampling = SamplingParams(max_new_tokens=reply, ignore_eos=True)
     try:
         log(f"prefix: playing a {turns}-turn conversation")
-        history = _conversation_turns(session, turns - 1, reply)
-        last = history + [("user", "And what of the queen?")]
-        sampling = SamplingParams(max_new_tokens=reply, ignore_eos=True)
-        first = ((history[0]),)
+        history: list[tuple[str, str]] = []
+        for i in range(turns - 1):
+            history.append(("user", f"Good sir, tell me the {i + 1}th thing thou knowest of the king."))
+            history.append(("assistant", _play(session, history, reply)))
+        last = tuple(history + [("user", "And what of the queen?")])
+        first = (history[0],)
+        warm = [tuple(_prompts(_tokenizer(opts.spec), 1)[0])]
+
+        def case(name: str, cfg: EngineConfig, msgs, refill: bool) -> Case:
+            def prepare() -> None:
+                session.configure(EngineConfig(kv_cache=KVCacheMode.ON))  # empties the prefix cache
+                session.configure(cfg)
+                session.run(greedy_requests([list(warm[0])], [8]))
+                if refill:  # the conversation so far, as a live chat would have cached it
+                    _play(session, history[:-1], reply)
+
+            def measure() -> RunResult:
+                fin, wall = session.run([GenerateRequest(messages=msgs, sampling=sampling)])
+                res = engine_result(name, cfg, session, fin, wall)
+                f = next(iter(fin.values()))
+                res.extra["prompt_tokens"] = f.stats.prompt_tokens
+                res.extra["cached_prompt_tokens"] = f.stats.cached_prompt_tokens
+                return res
+
+            return Case(name, measure, prepare)
+
         cases = [
-            ("turn-1", EngineConfig(kv_cache=KVCacheMode.ON), first),
-            ("turn-10", EngineConfig(kv_cache=KVCacheMode.PREFIX), tuple(last)),
-            ("turn-10-no-reuse", EngineConfig(kv_cache=KVCacheMode.ON), tuple(last)),
+            case("turn-1", EngineConfig(kv_cache=KVCacheMode.ON), first, refill=False),
+            case("turn-10", EngineConfig(kv_cache=KVCacheMode.PREFIX), last, refill=True),
+            case("turn-10-no-reuse", EngineConfig(kv_cache=KVCacheMode.ON), last, refill=False),
         ]
-        for name, cfg, msgs in cases:
-            if name == "turn-10":
-                session.configure(cfg)
-                # the prefix cache holds turn 9's conversation (played above with reuse on)
-                _conversation_turns_refill(session, history, reply)
-            else:
-                session.configure(cfg)
-            log(f"prefix: {name}")
-            fin, wall = session.run([GenerateRequest(messages=msgs, sampling=sampling)])
-            res = engine_result(name, cfg, session, fin, wall)
-            f = next(iter(fin.values()))
-            res.extra["prompt_tokens"] = f.stats.prompt_tokens
-            res.extra["cached_prompt_tokens"] = f.stats.cached_prompt_tokens
-            results.append(res)
+        return run_cases(cases, opts.repeats, log, "prefix")
     finally:
         session.close()
-    return results
-
-
-def _conversation_turns_refill(session: EngineSession, history: list[tuple[str, str]], reply: int) -> None:
-    """With prefix reuse freshly enabled, replay the last turn so its KV is cached (as in a live chat)."""
-    msgs = tuple(history[:-1])
-    session.run([GenerateRequest(messages=msgs, sampling=SamplingParams(max_new_tokens=reply, ignore_eos=True))])
 
 
 SUITES = {
@@ -177,49 +223,46 @@ def _level_available(level, spec: ModelSpec) -> str | None:
 
 def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
     from engine.config import Quantisation
+    from engine.models import load_model
     from engine.quality import agreement, perplexity
 
-    base = load_model(opts.spec)
-    tok = base.tokenizer
+    tok = _tokenizer(opts.spec)
     eval_ids = tok.encode(opts.eval_text)[: 2048 if opts.quick else 8192]
     prompts = _prompts(tok, 4)
     n = 48 if opts.quick else 128
-    del base
     session = EngineSession(opts.spec, sequential_config())
-    results: list[RunResult] = []
-    reference: list[list[int]] | None = None
-    ref_ppl = None
+    skipped: list[RunResult] = []
+    levels = []
+    for level in Quantisation:
+        why = _level_available(level, opts.spec)
+        if why:
+            log(f"quant: {level.value} skipped: {why}")
+            skipped.append(RunResult(name=level.value, config={"quantisation": level.value}, extra={"skipped": why}))
+        else:
+            levels.append(level)
     try:
-        _warm(session, prompts[0])
-        for level in Quantisation:
-            why = _level_available(level, opts.spec)
-            if why:
-                log(f"quant: {level.value} skipped: {why}")
-                results.append(RunResult(name=level.value, config={"quantisation": level.value},
-                                         extra={"skipped": why}))
-                continue
-            log(f"quant: {level.value}")
-            cfg = sequential_config().with_(quantisation=level)
-            session.configure(cfg)
-            fin, wall = session.run(greedy_requests(prompts, [n] * len(prompts)))
-            res = engine_result(level.value, cfg, session, fin, wall)
-            probe = load_model(opts.spec, level)
-            res.extra["perplexity"] = perplexity(probe.model, eval_ids)
-            res.extra["skipped_layers"] = len(probe.skipped_modules)
-            del probe
-            if reference is None:
-                reference, ref_ppl = res.outputs, res.extra["perplexity"]
-            flat_ref = [t for o in reference for t in o]
-            agree = [agreement(r, o) for r, o in zip(reference, res.outputs)]
-            res.extra["agreement"] = sum(a.share * len(r) for a, r in zip(agree, reference)) / len(flat_ref)
-            res.extra["first_divergence"] = min((a.first_divergence for a in agree if a.first_divergence is not None),
-                                                default=None)
-            res.extra["perplexity_ratio"] = res.extra["perplexity"] / ref_ppl
-            res.outputs_match_reference = res.outputs == reference
-            results.append(res)
+        requests = greedy_requests(prompts, [n] * len(prompts))
+        cases = [_engine_case(level.value, sequential_config().with_(quantisation=level), session, requests,
+                              prompts[0], opts, decode_roofline=True) for level in levels]
+        results = run_cases(cases, opts.repeats, log, "quant")
     finally:
         session.close()
-    return results
+    # quality: measured once per level, outside the timed runs
+    reference, ref_ppl = results[0].outputs, None
+    flat_ref = [t for o in reference for t in o]
+    for level, res in zip(levels, results):
+        probe = load_model(opts.spec, level)
+        res.extra["perplexity"] = perplexity(probe.model, eval_ids)
+        res.extra["skipped_layers"] = len(probe.skipped_modules)
+        del probe
+        ref_ppl = ref_ppl or res.extra["perplexity"]
+        agree = [agreement(r, o) for r, o in zip(reference, res.outputs)]
+        res.extra["agreement"] = sum(a.share * len(r) for a, r in zip(agree, reference)) / len(flat_ref)
+        res.extra["first_divergence"] = min((a.first_divergence for a in agree if a.first_divergence is not None),
+                                            default=None)
+        res.extra["perplexity_ratio"] = res.extra["perplexity"] / ref_ppl
+        res.outputs_match_reference = res.outputs == reference
+    return results + skipped
 
 
 def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
@@ -227,9 +270,7 @@ def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
 
     if not opts.draft:
         raise RuntimeError("the spec suite needs a draft model (--draft)")
-    peer = load_model(opts.spec)
-    draft_peer = load_model(ModelSpec(opts.draft, device=opts.spec.device, dtype=opts.spec.dtype))
-    tok = peer.tokenizer
+    tok = _tokenizer(opts.spec)
     n = 64 if opts.quick else 160
     count = 4 if opts.quick else 8
     prompts = _prompts(tok, count)
@@ -240,7 +281,7 @@ def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
         return base.with_(speculative=SpeculativeConfig(mode=mode, num_draft_tokens=k, adaptive=adaptive,
                                                         draft_model=opts.draft))
 
-    cases = [
+    rows = [
         ("target-only", sequential_config()),
         ("draft-k4", spec_cfg(SpeculativeMode.DRAFT, 4)),
         ("draft-adaptive", spec_cfg(SpeculativeMode.DRAFT, 4, adaptive=True)),
@@ -249,27 +290,17 @@ def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
         ("continuous-8-spec", spec_cfg(SpeculativeMode.DRAFT, 4, batching=True)),
     ]
     session = EngineSession(opts.spec, sequential_config())
-    results: list[RunResult] = []
+    peer = _peer(opts, draft=opts.draft)
     try:
-        _warm(session, prompts[0])
-        for name, cfg in cases:
-            log(f"spec: {name} ({count} requests x {n} tokens)")
-            session.configure(cfg)
-            if name != "target-only":
-                _warm(session, prompts[0])
-            fin, wall = session.run(greedy_requests(prompts, lengths))
-            results.append(engine_result(name, cfg, session, fin, wall))
-        log("spec: hf-assisted")
-        outs, total = [], 0.0
-        for p in prompts:
-            o, wall = hf_generate(peer.model, [p], [n], tok.pad_token_id, assistant_model=draft_peer.model,
-                                  num_assistant_tokens=4)
-            outs += o
-            total += wall
-        results.append(hf_result("hf-assisted", outs, total, peer.info.weights_bytes + draft_peer.info.weights_bytes,
-                                 lengths))
+        requests = greedy_requests(prompts, lengths)
+        cases = [_engine_case(name, cfg, session, requests, prompts[0], opts) for name, cfg in rows]
+        weights = peer.loaded["weights_bytes"] + peer.loaded["draft_weights_bytes"]
+        cases.append(_peer_case("hf-assisted", peer, weights, [([p], [n]) for p in prompts],
+                                prompts[0], assisted=True, k=4))
+        results = run_cases(cases, opts.repeats, log, "spec")
     finally:
         session.close()
+        peer.close()
     ref = results[0].outputs
     for r in results[1:]:
         r.outputs_match_reference = r.outputs == ref

@@ -63,3 +63,22 @@ def test_bench_writes_json_of_the_documented_shape(tiny_llama_dir, tmp_path):
 def test_parser_defaults():
     args = build_parser().parse_args(["bench"])
     assert args.suite == "all" and not args.quick
+
+
+def test_bench_repeats_are_interleaved_medians_with_peers_in_their_own_process(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", str(tiny_llama_dir), "--suite", "kv", "--quick", "--repeats", "2",
+               "--json", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    order = [ln.split("kv: ", 1)[1] for ln in err.splitlines() if "kv: " in ln and "repeat" in ln]
+    assert order == [f"{name} (repeat {r}/2)" for r in (1, 2) for name in ("kv-off", "kv-on", "hf-generate")]
+    report = json.loads(out.read_text())
+    assert report["repeats"] == 2 and report["machine"]["read_bandwidth_bytes_per_s"] > 1e8
+    runs = {r["name"]: r for r in report["suites"]["kv"]["runs"]}
+    for r in runs.values():
+        assert r["repeats"] == 2
+        assert r["tokens_per_s_min"] <= r["tokens_per_s"] <= r["tokens_per_s_max"]
+    assert runs["hf-generate"]["process"] == "own"
+    assert runs["kv-on"]["outputs_match_reference"] is True and runs["kv-off"]["outputs_match_reference"] is True
+    assert 0 < runs["kv-on"]["roofline_pct"] < 100

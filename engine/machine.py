@@ -1,0 +1,73 @@
+"""What machine a figure was measured on: one probe for the bench, the demo recipe and the views."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def measure_read_bandwidth(num_bytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Bytes per second this process reads from memory with torch's own threads: the best of a
+    few sums over a buffer far larger than any cache (the decode roofline's denominator)."""
+    buf = torch.ones(num_bytes // 4, dtype=torch.float32)
+    buf.sum()  # touch every page first
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        buf.sum()
+        best = min(best, time.perf_counter() - t0)
+    return num_bytes / best
+
+
+def machine_info(device: str | torch.device = "cpu", *, bandwidth: bool = False) -> dict:
+    """Plain values that make a figure reproducible: CPU, cores, threads used, versions, GPU."""
+    import transformers
+
+    from engine.quant import bitsandbytes_version
+
+    mem = None
+    try:
+        import psutil
+
+        mem = psutil.virtual_memory().total
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        pass
+    info = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "bitsandbytes": bitsandbytes_version(),
+        "device": str(device),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if bandwidth:
+        info["read_bandwidth_bytes_per_s"] = measure_read_bandwidth()
+    return info

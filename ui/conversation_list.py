@@ -1,10 +1,10 @@
-"""Conversation list: search filter, new, rename (inline), delete (click twice to confirm)."""
+"""Conversation list: search filter, new, rename (inline), delete (after a confirmation dialog)."""
 
 from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
@@ -19,7 +20,6 @@ from PySide6.QtWidgets import (
 from ui.widgets import label, named
 
 ID_ROLE = Qt.ItemDataRole.UserRole
-CONFIRM_MS = 3000
 
 
 def _when(ts: float) -> str:
@@ -60,18 +60,19 @@ class ConversationListView(QFrame):
                                   | QAbstractItemView.EditTrigger.DoubleClicked)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.list.itemChanged.connect(self._on_item_changed)
-        self.list.setWordWrap(True)
+        # one line per conversation, cut with '…' (the tooltip has it whole): never a sideways scroll
+        self.list.setWordWrap(False)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.rename_button = named(QPushButton("Rename"), "rename_chat_button", "Rename conversation")
         self.rename_button.setToolTip("Rename (F2 or double-click)")
         self.rename_button.clicked.connect(self.begin_rename)
         self.delete_button = named(QPushButton("Delete"), "delete_chat_button", "Delete conversation")
-        self.delete_button.setToolTip("Delete — click twice to confirm")
+        self.delete_button.setToolTip("Delete this conversation (asks first)")
         self.delete_button.setProperty("role", "danger")
         self.delete_button.clicked.connect(self._on_delete_clicked)
-        self._confirm = QTimer(self)
-        self._confirm.setSingleShot(True)
-        self._confirm.setInterval(CONFIRM_MS)
-        self._confirm.timeout.connect(self._reset_delete)
+        self.delete_dialog: QMessageBox | None = None
         self.empty_label = label("No conversations yet.\nType a message to start one.", "conversations_empty",
                                  "No conversations", role="muted")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -127,22 +128,31 @@ class ConversationListView(QFrame):
             self.list.editItem(item)
 
     def _on_delete_clicked(self) -> None:
-        conv_id = self.current_id
-        if conv_id is None:
+        item = self.list.currentItem()
+        if item is None:
             return
-        if self._confirm.isActive():
-            self._reset_delete()
-            self.delete_requested.emit(conv_id)
-            return
-        self.delete_button.setText("Confirm?")
-        self._confirm.start()
+        conv_id, title = item.data(ID_ROLE), item.text()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete conversation?",
+                          "Delete this conversation and all its messages?", parent=self)
+        named(box, "delete_conversation_dialog", "Delete conversation?")
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        box.setInformativeText(f"“{title}” — this cannot be undone.")
+        delete = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
+        delete.setObjectName("confirm_delete_button")
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        cancel.setObjectName("cancel_delete_button")
+        box.setDefaultButton(cancel)
+        box.finished.connect(lambda _r: self._on_delete_answered(box, delete, conv_id))
+        self.delete_dialog = box
+        box.open()
 
-    def _reset_delete(self) -> None:
-        self._confirm.stop()
-        self.delete_button.setText("Delete")
+    def _on_delete_answered(self, box: QMessageBox, delete, conv_id: int) -> None:
+        self.delete_dialog = None
+        box.deleteLater()
+        if box.clickedButton() is delete:
+            self.delete_requested.emit(conv_id)
 
     def _on_current_changed(self, current, _previous) -> None:
-        self._reset_delete()
         self._update_buttons()
         if not self._updating and current is not None:
             self.conversation_selected.emit(current.data(ID_ROLE))

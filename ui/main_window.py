@@ -95,7 +95,7 @@ class MainWindow(QMainWindow):
         col.addWidget(self.banner)
         col.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
-        self.status = StatusBarView(bridge, self.probe)
+        self.status = StatusBarView(bridge, self.probe, model_names=self.model_names)
         self.setStatusBar(self.status)
         self._build_menus()
 

@@ -17,11 +17,12 @@ IDLE_MEMORY_REFRESH_MS = 2000
 
 
 class StatusBarView(QStatusBar):
-    def __init__(self, bridge, probe: StallProbe | None = None, parent=None) -> None:
+    def __init__(self, bridge, probe: StallProbe | None = None, parent=None, *, model_names=None) -> None:
         super().__init__(parent)
         named(self, "status_bar", "Status bar")
         self.setSizeGripEnabled(False)
         self._bridge = bridge
+        self._names = model_names or model_display_name  # ui.model_names.ModelNames in the app
         self._probe = probe
         self._in_flight: set[str] = set()
         self._process = psutil.Process(os.getpid())
@@ -89,7 +90,7 @@ class StatusBarView(QStatusBar):
             self.model_label.setText("no model")
             self.device_label.setText("device –")
         else:
-            self.model_label.setText(f"{model_display_name(info.name_or_path)} · {info.quantisation}")
+            self.model_label.setText(f"{self._names(info.name_or_path)} · {info.quantisation}")
             self.model_label.setToolTip(info.name_or_path)
             self.device_label.setText(info.device)
         self._refresh_state()

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox, QPushButton
 
 from engine import events as ev
 from engine.metrics import RequestStats, SpecStats
@@ -172,8 +173,13 @@ def test_conversation_list_new_rename_search_delete(qtbot, window):
     assert chat.message_views[0].text == "alpha question"
     delete = chat.conversations.delete_button
     qtbot.mouseClick(delete, Qt.MouseButton.LeftButton)
-    assert delete.text() == "Confirm?" and "Renamed" in chat.conversations.titles()
+    box = chat.conversations.findChild(QMessageBox, "delete_conversation_dialog")
+    assert box is not None and box.isVisible() and "Renamed" in box.informativeText()
+    box.findChild(QPushButton, "cancel_delete_button").click()  # a real confirmation: Cancel keeps it
+    assert "Renamed" in chat.conversations.titles()
     qtbot.mouseClick(delete, Qt.MouseButton.LeftButton)
+    box = chat.conversations.delete_dialog
+    box.findChild(QPushButton, "confirm_delete_button").click()
     assert chat.conversations.titles() == ["beta question"]
     assert chat.conversation_id is None
 
@@ -201,3 +207,132 @@ def test_no_model_answer_is_an_inline_error_not_a_crash(qtbot, make_window):
     assert answer.error_label.isVisible() and "no model" in answer.error_label.text().lower()
     # nothing half-made is stored: only the question
     assert [m.role for m in window.chat._store.messages(window.chat.conversation_id)] == ["user"]
+
+
+# ---------------------------------------------------------------- issue 15: what a user hit
+
+def _small_context_model(src, dst, context: int):
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["max_position_embeddings"] = context
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_a_history_longer_than_the_context_drops_the_oldest_turns_and_says_so(
+        qtbot, make_window, tiny_llama_dir, tmp_path):
+    model = _small_context_model(tiny_llama_dir, tmp_path / "ctx-160", 160)
+    window = make_window(str(model))
+    chat = window.chat
+    chat.settings.set_system_prompt("you are hamlet")
+    long_turn = "the quality of mercy is not strained " * 5  # ~40 tokens of a 160-token context
+    answers = [ask(qtbot, window, f"{i}: {long_turn}", max_tokens=8) for i in range(5)]
+    assert all(a.reason is not ev.FinishReason.ERROR for a in answers), [a.error for a in answers]
+    last = chat.message_views[-1]
+    assert "earliest message" in last.footer.text() and "160-token context" in last.footer.text()
+    stored = chat._store.messages(chat.conversation_id)
+    assert len(stored) == 10, "nothing is deleted from the conversation itself"
+    assert answers[-1].stats.prompt_tokens < 160
+
+
+def test_an_answer_that_fills_the_context_says_context_full(qtbot, make_window, tiny_llama_dir, tmp_path):
+    model = _small_context_model(tiny_llama_dir, tmp_path / "ctx-48", 48)
+    window = make_window(str(model))
+    chat = window.chat
+    chat.settings.stops.setText("")
+    finished = ask(qtbot, window, "speak", max_tokens=2000)
+    if finished.reason is ev.FinishReason.STOP:
+        pytest.skip("the tiny model said EOS before the context filled")
+    assert finished.reason is ev.FinishReason.LENGTH
+    assert finished.stats.completion_tokens < 2000
+    footer = chat.message_views[-1].footer.text()
+    assert "context full" in footer and "hit max tokens" not in footer
+
+
+def test_generation_settings_survive_requantising_and_a_restart(qtbot, make_window):
+    from engine.config import Quantisation
+
+    window = make_window()
+    s = window.chat.settings
+    s.set_expanded(True)
+    s.max_tokens.clear()
+    qtbot.keyClicks(s.max_tokens, "2000")
+    qtbot.keyClick(s.max_tokens, Qt.Key.Key_Return)
+    s.stops.clear()
+    qtbot.keyClicks(s.stops, "END")
+    assert s.max_tokens.value() == 2000 and s.stops.text() == "END"
+    panel = window.engine_panel
+    with qtbot.waitSignal(window.bridge.config_applied, timeout=60_000):
+        panel.quant_combo.setCurrentIndex(panel.quant_combo.findData(Quantisation.BF16))
+    assert (s.max_tokens.value(), s.stops.text()) == (2000, "END"), "requantising kept them"
+    assert s.sampling_params().max_new_tokens == 2000
+    make_window.close(window)
+
+    again = make_window()
+    s2 = again.chat.settings
+    assert (s2.max_tokens.value(), s2.stops.text()) == (2000, "END"), "restored at the next start"
+    qtbot.mouseClick(s2.reset_button, Qt.MouseButton.LeftButton)  # model defaults are one click away
+    assert s2.max_tokens.value() == s2.defaults.max_new_tokens
+
+
+def test_regenerate_answers_an_unanswered_last_question(qtbot, make_window):
+    window = make_window()
+    store = window.chat._store
+    conv = store.create_conversation("left hanging")
+    store.add_message(conv.id, "user", "is anyone there")
+    window.chat._refresh_list()
+    window.chat.select_conversation(conv.id)
+    [question] = window.chat.message_views
+    qtbot.waitUntil(question._regen.isVisible, timeout=5000)
+    assert question._regen.text() == "Answer"
+    with qtbot.waitSignal(window.chat.generation_finished, timeout=60_000) as done:
+        window.regenerate_action.trigger()  # Ctrl+R
+    assert done.args[0].stats.completion_tokens > 0
+    assert [m.role for m in store.messages(conv.id)] == ["user", "assistant"]
+
+
+def test_an_answer_under_two_configurations_lists_both_in_the_footer(qtbot, window):
+    chat = window.chat
+    rid = send_prompt(qtbot, window, "we are such stuff", max_tokens=2)
+    stats = RequestStats(prompt_tokens=5, completion_tokens=120, cached_prompt_tokens=0, submitted_s=0.0,
+                         first_token_s=0.1, finished_s=0.3, ttft_s=0.1, e2e_s=0.3, tpot_s=0.1, itl_s=(0.2,),
+                         tokens_per_s=10.0, prefill_tokens_per_s=None)
+    spans = (ev.ConfigSpan(0, "kv on · batch 8 · none · spec off"),
+             ev.ConfigSpan(41, "kv off · batch 8 · nf4 · spec off"))
+    with qtbot.waitSignal(chat.generation_finished, timeout=30_000):
+        window.bridge.request_finished.emit(ev.RequestFinished(
+            request_id=rid, reason=ev.FinishReason.STOP, text="as dreams are made on", token_ids=(1,),
+            stats=stats, config_label=spans[-1].label, config_spans=spans))
+    footer = chat.message_views[-1].config_footer.text()
+    assert "tokens 0–40: kv on, none · 41–119: kv off, nf4" in footer
+    stored = chat._store.messages(chat.conversation_id)[-1]
+    assert stored.config["spans"] == [[0, spans[0].label], [41, spans[1].label]]
+
+
+def test_long_titles_elide_and_the_list_never_scrolls_sideways(qtbot, window):
+    chat = window.chat
+    title = "a very long question about " + "the lineage of the kings of Denmark " * 6
+    ask(qtbot, window, title, max_tokens=2)
+    window.resize(1100, 700)
+    qtbot.waitUntil(lambda: chat.title.width() < 900, timeout=5000)
+    assert chat.title.text().endswith("…") and chat.title.full_text() == title[:48].strip()
+    assert chat.title.fontMetrics().horizontalAdvance(chat.title.text()) <= chat.title.width()
+    listed = chat.conversations.list
+    assert listed.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert not listed.horizontalScrollBar().isVisible()
+    assert listed.item(0).toolTip().startswith(title[:48].strip())
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1100, 700)])
+def test_send_and_the_colour_toggle_are_on_screen_at_small_sizes(qtbot, window, size):
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.width() == size[0] and window.height() == size[1], timeout=5000)
+    chat = window.chat
+    chat.settings.set_expanded(True)
+    win = window.rect()
+    for w in (chat.composer.send_button, chat.composer.stop_button, chat.colour_toggle, chat.composer.input):
+        qtbot.waitUntil(w.isVisible, timeout=5000)
+        top_left = w.mapTo(window, w.rect().topLeft())
+        bottom_right = w.mapTo(window, w.rect().bottomRight())
+        assert win.contains(top_left) and win.contains(bottom_right), f"{w.objectName()} off-screen at {size}"
+        assert not w.visibleRegion().isEmpty(), f"{w.objectName()} hidden at {size}"

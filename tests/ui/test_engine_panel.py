@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 
 from engine import events as ev
 from engine.config import KVCacheMode, Quantisation, SpeculativeMode
-from tests.helpers.windows import QT_LOG_IGNORE, first_tokens, send_prompt, wait_answer
+from tests.helpers.windows import QT_LOG_IGNORE, ask, first_tokens, send_prompt, wait_answer
 
 pytestmark = pytest.mark.qt_log_ignore(*QT_LOG_IGNORE)
 
@@ -107,3 +107,57 @@ def test_model_facts_are_shown(window):
     assert picker._fact_labels["device"].text() == info.device
     assert picker.status.state == "applied"
     assert picker.combo.currentData() == info.name_or_path
+
+
+# ---------------------------------------------------------------- the bundled pair, as a user meets it
+
+def _bundled():
+    from app import gui, paths
+
+    if not paths.bundled_models_present() or not (paths.bundled_draft_dir() / "config.json").is_file():
+        pytest.skip("the bundled demo pair is not built")
+    return paths.bundled_target_dir(), paths.bundled_draft_dir(), gui.bundled_model_names()
+
+
+@pytest.mark.parametrize("quant", [Quantisation.NONE, Quantisation.NF4])
+def test_draft_model_from_the_panel_uses_the_bundled_draft(qtbot, make_window, quant):
+    """A fresh start on the bundled target; choose "Draft model" in the real combo, nothing typed."""
+    from ui import engine_panel as panel_module
+
+    target, draft, names = _bundled()
+    window = make_window(str(target), bundled_target=target, bundled_draft=draft, model_names=names)
+    panel, bridge = window.engine_panel, window.bridge
+    assert panel.spec_combo.currentData() is SpeculativeMode.OFF and panel.draft_input.text() == ""
+    assert "Shakespeare demo draft" in panel.draft_input.placeholderText()
+    if quant is not Quantisation.NONE:
+        if panel_module.quant_availability(quant, bridge.model_info.device) is not None:
+            pytest.skip(f"{quant.value} cannot run here")
+        with qtbot.waitSignal(bridge.model_loaded, timeout=120_000):
+            _select(panel.quant_combo, quant)
+        qtbot.waitUntil(lambda: panel.quant_status.state == "applied", timeout=60_000)
+    with qtbot.waitSignal(bridge.config_applied, timeout=120_000,
+                          check_params_cb=lambda e: e.config_dict["speculative"]["mode"] == "draft"):
+        _select(panel.spec_combo, SpeculativeMode.DRAFT)
+    assert panel.spec_status.state == "applied", panel.spec_status.text()
+    assert panel.spec_combo.currentData() is SpeculativeMode.DRAFT  # did not snap back to Off
+    assert bridge.config.speculative.draft_model == str(draft)
+    assert bridge.config.quantisation is quant
+    finished = ask(qtbot, window, "To be, or not to be", max_tokens=24)
+    assert finished.reason is not ev.FinishReason.ERROR, finished.error
+    assert "spec draft" in finished.config_label and finished.stats.spec.num_drafts > 0
+    answer = window.chat.message_views[-1]
+    assert "acceptance" in answer.footer.text()
+    assert "Shakespeare demo (27.8M)" in answer.config_footer.text()  # not "target"
+
+
+def test_the_bundled_models_have_names_a_user_understands(qtbot, make_window):
+    target, draft, names = _bundled()
+    assert names[str(target)] == "Shakespeare demo (27.8M)"
+    assert names[str(draft)].startswith("Shakespeare demo draft (")
+    window = make_window(str(target), bundled_target=target, bundled_draft=draft, model_names=names)
+    picker = window.engine_panel.picker
+    assert picker.combo.currentText() == "Shakespeare demo (27.8M) — bundled"
+    assert picker.status.text() == "loaded Shakespeare demo (27.8M)"
+    assert window.chat.empty_label.text().startswith("Chat with Shakespeare demo (27.8M).")
+    assert picker.hub_input.text() == str(target)  # the path box shows what is loaded
+    assert window.status.model_label.text().startswith("Shakespeare demo (27.8M)")

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from ui.charts import BarChart, ChartTheme, TimeChart, bar_charts, nice_ceiling, time_charts
 from ui.cost_view import CostView
 from ui.viewmodels.dashboard import DashboardModel
-from ui.formatting import model_display_name
+from ui.formatting import model_display_name, plural
 from ui.loadgen_panel import LoadGenPanel
 from ui.reflow import FlowLayout, ReflowGrid
 from ui.viewmodels.cost import CostModel
@@ -310,8 +310,8 @@ class DashboardView(QWidget):
     def _update_status(self) -> None:
         m = self.model
         state = "paused (still recording)" if m.paused else "live"
-        text = (f"{state} · {len(m.steps):,} steps · {m.num_finished:,} requests finished · "
-                f"{len(m.markers)} change{'s' if len(m.markers) != 1 else ''}")
+        text = (f"{state} · {plural(len(m.steps), 'step')} · {plural(m.num_finished, 'request')} finished · "
+                f"{plural(len(m.markers), 'change')}")
         notice, until = self._notice
         if notice and time.monotonic() < until:
             text = f"{notice} · {text}"

@@ -11,6 +11,11 @@ from engine.config import SamplingParams
 MISSING = "–"  # the one mark for a figure that is not there (never 0, which is a value)
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 request', '2 requests', '1,024 steps'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def format_bytes(n: float | None) -> str:
     if n is None:
         return MISSING

@@ -164,3 +164,13 @@ def test_csv_export_has_a_row_per_configuration_and_change(view, clock, tmp_path
     assert parsed["config"]["value"] == [model.configs[0].label, "kv on · batching off"]
     assert parsed["marker"] == {"t": [1.5], "value": ["batching off"], "request_id": [""]}
     assert len(parsed["engine_tokens_per_s"]["t"]) == 30
+
+
+def test_status_counts_read_as_english(view, clock):
+    model = view.model
+    model.record_step(step(0.1))
+    model.record_finished(finished("req-1", submitted=0.0, emissions=[0.05, 0.1], t_finish=0.1))
+    clock.t = T0 + 1.0
+    settle(view)
+    status = view.findChild(QLabel, "dashboard_status").text()
+    assert "1 step · 1 request finished · 0 changes" in status, status

@@ -138,8 +138,11 @@ def add_views(window, bridge, model: str | None, draft: str | None) -> None:
     from ui.compare_view import CompareView
     from ui.dashboard_view import DashboardView
 
-    window.add_tab(CompareView(CompareBridge(window), model, draft_model=draft), "Compare")
-    window.add_tab(DashboardView(bridge), "Dashboard")
+    compare = CompareView(CompareBridge(window), model, draft_model=draft)
+    dashboard = DashboardView(bridge)
+    compare.bridge.comparison_finished.connect(dashboard.cost_view.offer_comparison)  # a cost baseline
+    window.add_tab(compare, "Compare")
+    window.add_tab(dashboard, "Dashboard")
 
 
 def add_serve_toggle(window, engine, hub, bridge):

@@ -70,6 +70,13 @@ class CostView(QGroupBox):
         self.auto_baseline_button.setText("auto")
         self.auto_baseline_button.setToolTip(f"Baseline = the first busy stretch of load ({BASELINE_WINDOW_S:.0f} s "
                                              "of it at most) before any configuration change")
+        self.compare_baseline_button = named(QToolButton(), "cost_compare_baseline_button",
+                                             "Use the last comparison's baseline column")
+        self.compare_baseline_button.setText("from Compare")
+        self.compare_baseline_button.setToolTip("Baseline = the baseline column of the last finished Compare run "
+                                                "(its tokens over its wall time)")
+        self.compare_baseline_button.setEnabled(False)
+        self._offered: Baseline | None = None
         self.baseline_source = label("", "cost_baseline_source", "Baseline source", role="hint")
         self.baseline_source.setWordWrap(True)
 
@@ -106,6 +113,7 @@ class CostView(QGroupBox):
         baseline_row = QHBoxLayout()
         baseline_row.addWidget(self.baseline_button, 1)
         baseline_row.addWidget(self.auto_baseline_button)
+        baseline_row.addWidget(self.compare_baseline_button)
         col = QVBoxLayout(self)
         col.setContentsMargins(10, 12, 10, 10)
         col.setSpacing(8)
@@ -120,6 +128,7 @@ class CostView(QGroupBox):
             spin.setMinimumWidth(96)  # grow with the panel; do not dictate its width
         self.baseline_button.clicked.connect(self.capture_baseline)
         self.auto_baseline_button.clicked.connect(self._on_auto_baseline)
+        self.compare_baseline_button.clicked.connect(self.use_compare_baseline)
         self.measured_tokens_button.clicked.connect(self._on_use_measured_tokens)
         self.refresh()
 
@@ -134,6 +143,22 @@ class CostView(QGroupBox):
             current, "captured", self.model.config_label_at(current.t_to_s)))
         if refused:
             self.baseline_source.setText(f"not captured: {refused}")
+            return False
+        self.refresh()
+        return True
+
+    def offer_comparison(self, comp) -> None:
+        """A finished Compare run (connect CompareBridge.comparison_finished here)."""
+        offered = Baseline.from_comparison(comp) if comp.finished and not comp.cancelled else None
+        self._offered = offered
+        self.compare_baseline_button.setEnabled(offered is not None)
+
+    def use_compare_baseline(self) -> bool:
+        if self._offered is None:
+            return False
+        refused = self.cost.capture_baseline(self._offered)
+        if refused:
+            self.baseline_source.setText(f"not used: {refused}")
             return False
         self.refresh()
         return True
@@ -161,9 +186,12 @@ class CostView(QGroupBox):
             self.baseline_source.setText(f"baseline: the first busy stretch of load before any change "
                                          f"({BASELINE_WINDOW_S:.0f} s at most; measuring…), or press the button")
         else:
-            how = "captured" if baseline.source == "captured" else "first busy stretch"
-            self.baseline_source.setText(f"baseline ({how}, {baseline.t_from_s:,.0f}–{baseline.t_to_s:,.0f} s): "
-                                         f"{baseline.label}")
+            if baseline.source == "compare":
+                self.baseline_source.setText(f"baseline (Compare run, one request at a time): {baseline.label}")
+            else:
+                how = "captured" if baseline.source == "captured" else "first busy stretch"
+                self.baseline_source.setText(f"baseline ({how}, {baseline.t_from_s:,.0f}–{baseline.t_to_s:,.0f} s): "
+                                             f"{baseline.label}")
         self.summary.setText(self._summary(comparison))
         self.summary.setAccessibleDescription(self.summary.text())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QPushButton
+from PySide6.QtWidgets import QLabel, QPushButton, QToolButton
 
 from tests.helpers.engine_timeline import T0, Clock, step
 from ui.cost_view import CostView
@@ -79,3 +79,27 @@ def test_too_little_data_is_refused_not_compared(view, qtbot, clock):
     assert summary.startswith(f"no comparison: the current measurement rests on 160 tokens (need {MIN_COMPARE_TOKENS}"), summary
     assert "×" not in summary and "cheaper" not in summary
     assert text(view, "cost_current_tps_value") == "80.0 tok/s"  # the figure itself still shows
+
+
+def test_a_compare_run_can_be_the_baseline(view, qtbot, clock):
+    from tests.ui.viewmodels.test_compare import BASE, KV, feed_run
+    from ui.viewmodels.compare import Comparison
+
+    button = view.findChild(QToolButton, "cost_compare_baseline_button")
+    assert not button.isEnabled()  # nothing compared yet
+    comp = Comparison([BASE, KV], prompt="p", repeats=3)
+    for r in range(3):  # 200 tokens a run, 0.1 s to the first, then 0.02 s apart: 4.08 s a run
+        feed_run(comp, 0, r, list(range(200)), start=10.0 * r, ttft=0.1, gap=0.02)
+        feed_run(comp, 1, r, list(range(200)), start=10.0 * r + 5, ttft=0.05, gap=0.01)
+    comp.finished = True
+    view.offer_comparison(comp)
+    assert button.isEnabled()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert view.cost.captured.source == "compare"
+    rate = 600 / (3 * 4.08)
+    assert text(view, "cost_baseline_tps_value") == f"{rate:.1f} tok/s"
+    assert text(view, "cost_baseline_basis_value") == "600 tokens over 12.2 s (100 % busy)"
+    assert text(view, "cost_baseline_source").startswith("baseline (Compare run, one request at a time)")
+    load(view.model, 0.0, 10.0, 4)  # then the dashboard measures 40 tok/s under load
+    view.refresh()
+    assert text(view, "cost_summary").startswith(f"×{40 / rate:.2f} throughput")

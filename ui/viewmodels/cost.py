@@ -40,7 +40,7 @@ class CostInputs:
 @dataclass(frozen=True)
 class Baseline:
     tokens_per_s: float
-    source: str  # 'captured' (the user pressed the button) | 'auto' (first busy stretch before any change)
+    source: str  # 'captured' (the button) | 'auto' (first busy stretch before any change) | 'compare'
     label: str  # the configuration it measured
     t_from_s: float
     t_to_s: float
@@ -50,6 +50,19 @@ class Baseline:
     @classmethod
     def from_throughput(cls, m: Throughput, source: str, label: str) -> Baseline:
         return cls(m.tokens_per_s, source, label, m.t_from_s, m.t_to_s, m.num_tokens, m.busy_s)
+
+    @classmethod
+    def from_comparison(cls, comp, column: int = 0) -> Baseline | None:
+        """A Compare column's measured runs as a baseline: their tokens over their wall time
+        (one request at a time, so it is the single-stream rate); None without runs."""
+        col = comp.columns[column]
+        runs = [r for r in col.runs if r.completion_tokens and r.e2e_s > 0]
+        if not runs:
+            return None
+        tokens = sum(r.completion_tokens for r in runs)
+        seconds = sum(r.e2e_s for r in runs)
+        label = f"Compare column '{col.spec.name}': {col.spec.config.describe()}"
+        return cls(tokens / seconds, "compare", label, 0.0, seconds, tokens, seconds)
 
     def as_throughput(self) -> Throughput:
         return Throughput(self.tokens_per_s, self.t_from_s, self.t_to_s, self.num_tokens, self.busy_s)

@@ -430,3 +430,33 @@ def test_metrics_exposition_names(served):
     assert metric(samples, "workbench:model_weights_bytes", model_name=MODEL) == info.weights_bytes
     assert metric(samples, "workbench:config_info", quantisation="none", kv_cache="on") == 1
     assert 0.0 <= metric(samples, "vllm:kv_cache_usage_perc", model_name=MODEL) <= 1.0
+
+
+def test_the_workbench_remote_backend_drives_its_own_server(served, reference):
+    """Loop-back: engine.remote's RemoteBackend (the openai SDK and a /metrics reader) against
+    this server gives the engine's own greedy tokens and reads our vLLM-named metrics."""
+    from engine.remote.backend import RemoteBackend, RemoteSpec
+    from engine.remote.events import ServerMetricsSampled
+    from engine.remote.server_stats import ServerEngine
+
+    ref = reference(PROMPT10)
+    backend = RemoteBackend(RemoteSpec(served.base_url, model=MODEL, api_key=KEY, metrics_interval_s=0.1)).start()
+    try:
+        assert backend.wait_connected(60)
+        assert backend.engine_kind is ServerEngine.VLLM  # recognised by its metric names
+        rid = backend.submit(PROMPT10)
+        fin, sampled = None, None
+        deadline = time.monotonic() + 60
+        while fin is None or sampled is None:
+            event = backend.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(event, ev.RequestFinished) and event.request_id == rid:
+                fin = event
+            elif (isinstance(event, ServerMetricsSampled) and fin is not None
+                  and event.snapshot.taken_s > fin.timestamp_s):
+                sampled = event.snapshot  # a scrape begun after the request ended
+        assert fin.reason is ev.FinishReason.LENGTH
+        assert list(fin.token_ids) == list(ref.token_ids) and fin.text == ref.text
+        assert sampled.generation_tokens is not None and sampled.generation_tokens >= len(ref.token_ids)
+        assert sampled.num_requests_running == 0
+    finally:
+        backend.shutdown()

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     check_device("workbench bench", args.device)
     check_writable("workbench bench", args.json_path)  # before the run, not after it
     check_writable("workbench bench", args.csv_path)
-    if getattr(args, "backend", None) or args.suite == "remote":
+    if getattr(args, "backend", None) or getattr(args, "launch", None) or args.suite == "remote":
         from app.remote_cli import run_remote_bench
 
         return run_remote_bench(args, format_table, write_csv)

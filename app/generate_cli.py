@@ -41,7 +41,7 @@ def _sampling(args: argparse.Namespace, model_dir: str | None) -> SamplingParams
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if getattr(args, "backend", None):
+    if getattr(args, "backend", None) or getattr(args, "launch", None):
         return _run_remote(args)
     model = default_model(args.model)
     check_device("workbench generate", args.device)
@@ -67,17 +67,18 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_remote(args: argparse.Namespace) -> int:
-    from app.remote_cli import open_backend
+    from app.remote_cli import launched, open_backend
 
     try:
         _sampling(args, None)
     except ValueError as exc:
         fail("workbench generate", str(exc))
-    backend = open_backend("workbench generate", args, metrics_interval_s=0)
-    try:
-        return _stream(backend, args, None)
-    finally:
-        backend.shutdown()
+    with launched("workbench generate", args):
+        backend = open_backend("workbench generate", args, metrics_interval_s=0)
+        try:
+            return _stream(backend, args, None)
+        finally:
+            backend.shutdown()
 
 
 def _stream(engine: Engine, args: argparse.Namespace, model: str | None) -> int:

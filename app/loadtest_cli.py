@@ -31,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
     check_device("workbench loadtest", args.device)
     if args.min_tokens > args.max_tokens:
         fail("workbench loadtest", f"--min-tokens ({args.min_tokens}) is more than --max-tokens ({args.max_tokens})")
+    if getattr(args, "launch", None):  # start the profile's server, drive it, stop it
+        from app.remote_cli import launched
+
+        with launched("workbench loadtest", args):
+            args.launch = None
+            return run(args)
     if getattr(args, "backend", None):
         from app.remote_cli import open_backend
 

@@ -24,6 +24,9 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "serve); --model then names the served model (default: the first it lists)")
     p.add_argument("--api-key", default=None,
                    help="API key for --backend (default: $WORKBENCH_API_KEY, then $OPENAI_API_KEY)")
+    p.add_argument("--launch", action="append", default=None, metavar="FILE[:NAME]",
+                   help="start a launch profile's server (a JSON list of profiles), use it as --backend, "
+                        "stop it after; bench takes several and measures each in turn")
     p.add_argument("--read-timeout", type=float, default=120.0, metavar="S",
                    help="with --backend: longest wait for the next streamed chunk (default 120 s)")
 
@@ -95,6 +98,71 @@ def format_server_table(runs: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _targets(command: str, args: argparse.Namespace):
+    """(label, profile or None) per server to measure: --launch profiles, else --backend."""
+    if getattr(args, "launch", None):
+        return [(p.name, p) for p in launch_profiles(command, args)]
+    return [("", None)]
+
+
+def launch_profiles(command: str, args: argparse.Namespace):
+    """--launch FILE[:NAME] -> LaunchProfiles (a file with one profile needs no name)."""
+    from pathlib import Path
+
+    from engine.remote.launch import load_profiles
+
+    out = []
+    for item in args.launch or ():
+        path, _, name = item.partition(":") if not os.path.isfile(item) else (item, "", "")
+        try:
+            profiles = load_profiles(Path(path))
+        except (OSError, ValueError) as exc:
+            print(f"{command}: --launch {item}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        chosen = [p for p in profiles if p.name == name] if name else profiles[:1] if len(profiles) == 1 else []
+        if not chosen:
+            names = ", ".join(p.name for p in profiles) or "none"
+            print(f"{command}: --launch {item}: name one profile of {path} (it has: {names})", file=sys.stderr)
+            raise SystemExit(2)
+        out.append(chosen[0])
+    return out
+
+
+class launched:
+    """Context: with --launch, start the profile's server, point args at it, stop it after."""
+
+    def __init__(self, command: str, args: argparse.Namespace, profile=None) -> None:
+        self.command, self.args = command, args
+        profiles = [profile] if profile is not None else launch_profiles(command, args)
+        if len(profiles) > 1:
+            print(f"{command}: one --launch profile at a time here (bench takes several)", file=sys.stderr)
+            raise SystemExit(2)
+        self.profile = profiles[0] if profiles else None
+        self.server = None
+
+    def __enter__(self):
+        if self.profile is None:
+            return None
+        from engine.remote.launch import LaunchedServer, LaunchError
+
+        self.server = LaunchedServer(self.profile)
+        print(f"{self.command}: starting profile {self.profile.name!r} (log: {self.server.log_path or 'temp file'})",
+              file=sys.stderr, flush=True)
+        try:
+            self.server.__enter__()
+        except LaunchError as exc:
+            print(f"{self.command}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        self.args.backend = self.server.base_url
+        self.args.model = self.args.model or self.profile.model
+        self.args.api_key = self.args.api_key or self.profile.api_key
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
 def run_remote_bench(args: argparse.Namespace, format_table, write_csv) -> int:
     import json
     import time
@@ -102,30 +170,44 @@ def run_remote_bench(args: argparse.Namespace, format_table, write_csv) -> int:
 
     from engine.bench_remote import RemoteBenchOptions, suite_remote
 
-    if not args.backend:
-        print("workbench bench: --suite remote needs --backend URL (a running server)", file=sys.stderr)
-        raise SystemExit(2)
-    if args.suite not in ("remote", "all"):
-        print(f"workbench bench: --suite {args.suite} runs the local engine; with --backend use --suite remote",
+    command = "workbench bench"
+    if not args.backend and not getattr(args, "launch", None):
+        print(f"{command}: --suite remote needs --backend URL (a running server) or --launch PROFILES",
               file=sys.stderr)
         raise SystemExit(2)
-    opts = RemoteBenchOptions(spec=backend_spec("workbench bench", args, metrics_interval_s=0.5), quick=args.quick)
+    if args.suite not in ("remote", "all"):
+        print(f"{command}: --suite {args.suite} runs the local engine; with --backend use --suite remote",
+              file=sys.stderr)
+        raise SystemExit(2)
+    refuse_local_flags(command, args)
+    targets = _targets(command, args)
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    report: dict = {"backend": args.backend, "model": args.model, "quick": args.quick, "suites": {}}
+    report: dict = {"backend": args.backend, "model": args.model, "quick": args.quick, "suites": {},
+                    "profiles": [p.to_dict() for _, p in targets if p is not None]}
+    runs: list[dict] = []
     failed = False
-    try:
-        runs = [r.to_dict() for r in suite_remote(opts, log)]
-        report["suites"]["remote"] = {"runs": runs}
+    for label, profile in targets:  # one server at a time: two on one machine would share its cores
+        try:
+            with launched(command, args, profile):
+                opts = RemoteBenchOptions(spec=backend_spec(command, args, metrics_interval_s=0.5), quick=args.quick)
+                for r in suite_remote(opts, log):
+                    d = r.to_dict()
+                    if label:
+                        d["name"] = f"{label} {d['name']}"
+                        d["config"]["profile"] = label
+                    runs.append(d)
+        except Exception as exc:  # noqa: BLE001 - reported, and the JSON still written
+            log(f"remote{' ' + label if label else ''}: FAILED: {exc}")
+            report["suites"]["remote"] = {"error": str(exc), "runs": runs}
+            failed = True
+    report["suites"].setdefault("remote", {"runs": runs})
+    if runs:
         print(format_table("remote", runs))
         print(format_server_table(runs))
-    except Exception as exc:  # noqa: BLE001 - reported, and the JSON still written
-        log(f"remote: FAILED: {exc}")
-        report["suites"]["remote"] = {"error": str(exc), "runs": []}
-        failed = True
     report["total_wall_s"] = time.perf_counter() - t0
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)

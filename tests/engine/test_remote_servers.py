@@ -299,3 +299,27 @@ def test_cli_loadtest_drives_a_server(vllm, capsys):
     assert rc == 0
     m = re.search(r"requests (\d+)  tokens (\d+)", out)
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, out
+
+
+def test_cli_bench_races_two_launch_profiles(model_dir, tmp_path, capsys):
+    """Two flag sets of one server, each started, measured and stopped by the workbench."""
+    from engine.remote.launch import save_profiles, transformers_serve_profile
+
+    exe = str(__import__("pathlib").Path(__import__("sys").executable).parent / "transformers")
+    plain = transformers_serve_profile("plain", str(model_dir), executable=exe)
+    batched = transformers_serve_profile("cb", str(model_dir), executable=exe)
+    batched = type(batched)(**{**batched.__dict__, "argv": batched.argv + ("--continuous-batching",)})
+    path = tmp_path / "profiles.json"
+    save_profiles(path, [plain, batched])
+    out = tmp_path / "race.json"
+    rc = _cli(["bench", "--launch", f"{path}:plain", "--launch", f"{path}:cb", "--suite", "remote", "--quick",
+               "--json", str(out)])
+    import json
+
+    report = json.loads(out.read_text())
+    runs = report["suites"]["remote"]["runs"]
+    assert rc == 0, report
+    assert [r["name"] for r in runs] == ["plain remote c1", "plain remote c8", "cb remote c1", "cb remote c8"]
+    assert all(r["server_metrics"] is None for r in runs)  # transformers serve has no /metrics: unknown
+    assert all(r["completion_tokens"] > 0 and r["ttft_s"] > 0 for r in runs)
+    assert [p["name"] for p in report["profiles"]] == ["plain", "cb"]

@@ -64,15 +64,23 @@ def build_app(session: ServeSession) -> FastAPI:
     async def metrics() -> Response:
         return Response(session.metrics.exposition(), media_type=CONTENT_TYPE)
 
+    def model_card() -> dict:
+        info = session.model_info
+        return {"id": session.model_id, "object": "model", "created": 0, "owned_by": "workbench",
+                "root": info.name_or_path if info else None}
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         _authorise(session, request)
-        data = []
-        if session.model_id is not None:
-            info = session.model_info
-            data.append({"id": session.model_id, "object": "model", "created": 0, "owned_by": "workbench",
-                         "root": info.name_or_path if info else None})
+        data = [model_card()] if session.model_id is not None else []
         return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/v1/models/{model:path}")
+    async def model(request: Request, model: str) -> JSONResponse:
+        _authorise(session, request)
+        if session.model_id is None or not session.accepts_model(model):
+            raise APIError(404, f"The model `{model}` does not exist", param="model", code="model_not_found")
+        return JSONResponse(model_card())
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

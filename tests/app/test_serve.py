@@ -224,6 +224,9 @@ def test_wrong_or_missing_key_is_401(served, client):
 
 
 def test_unknown_model_is_404(client):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-nope")
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-nope", messages=CHAT, max_tokens=2)
     assert info.value.body["code"] == "model_not_found"

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 
 
+SPARE_COLUMNS = 64  # free columns a cache is built with, so the next steps write in place
+
+
 @dataclass
 class RowKV:
     """One sequence's cache: per layer (keys, values) of shape [heads, num_tokens, head_dim]."""
@@ -102,68 +105,70 @@ class BatchKV:
         self.valid = new_valid if self.valid is None else torch.cat([self.valid, new_valid], dim=1)
 
     # ---- row management
-    def add_rows(self, row_ids: list[str], rows: list[RowKV | None], like: "RowKV | None" = None) -> None:
-        """Append rows (None = empty cache), left-padding everything to one width."""
+    def add_rows(self, row_ids: list[str], rows: list[RowKV | None]) -> None:
+        """Append rows (None = empty cache), left-padding everything to one width.
+
+        One allocation with spare columns for the next steps, and one write of every cached
+        token (the rows already here and the new ones): no chains of concatenation."""
         if not row_ids:
             return
         lengths = [r.num_tokens if r is not None else 0 for r in rows]
         new_width = max([self.width] + lengths)
-        self._pad_left(new_width)
         template = next((r for r in rows if r is not None and r.num_tokens), None)
-        if not self.keys and template is None:
+        old_rows = len(self.row_ids)
+        if not self._kbuf and template is None:
             # nothing cached anywhere yet: rows start empty, tensors appear with the first forward
             self.row_ids.extend(row_ids)
-            self.valid = torch.zeros(len(self.row_ids), 0, dtype=torch.bool)
+            self.valid = torch.zeros((old_rows + len(row_ids), self.width), dtype=torch.bool)
             return
-        ref_k = self.keys if self.keys else [k.unsqueeze(0) for k, _ in template.layers]
-        ref_v = self.values if self.values else [v.unsqueeze(0) for _, v in template.layers]
-        add_k, add_v, add_valid = [], [], []
-        for row in rows:
-            n = row.num_tokens if row is not None else 0
-            pad = new_width - n
-            ks, vs = [], []
-            for layer, (rk, rv) in enumerate(zip(ref_k, ref_v)):
-                h, d = rk.shape[1], rk.shape[3]
-                zk = rk.new_zeros(1, h, pad, d)
-                zv = rv.new_zeros(1, rv.shape[1], pad, rv.shape[3])
-                if n:
-                    k, v = row.layers[layer]
-                    ks.append(torch.cat([zk, k.unsqueeze(0).to(rk)], dim=2))
-                    vs.append(torch.cat([zv, v.unsqueeze(0).to(rv)], dim=2))
-                else:
-                    ks.append(zk)
-                    vs.append(zv)
-            add_k.append(ks)
-            add_v.append(vs)
-            add_valid.append(torch.cat([torch.zeros(pad, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]))
-        num_layers = len(ref_k)
-        new_k = [torch.cat([r[layer] for r in add_k], dim=0) for layer in range(num_layers)]
-        new_v = [torch.cat([r[layer] for r in add_v], dim=0) for layer in range(num_layers)]
-        valid = torch.stack(add_valid)
-        if self.keys:
-            self.keys = [torch.cat([a, b], dim=0) for a, b in zip(self.keys, new_k)]
-            self.values = [torch.cat([a, b], dim=0) for a, b in zip(self.values, new_v)]
-            self.valid = torch.cat([self.valid, valid], dim=0)
+        if self._kbuf:
+            like = [(k[0, :, :0], v[0, :, :0]) for k, v in zip(self._kbuf, self._vbuf)]  # [H, 0, D]
         else:
-            self.keys, self.values = new_k, new_v
-            self.valid = valid if self.valid is None or self.valid.shape[0] == 0 else torch.cat([self.valid, valid])
+            like = template.layers
+        total = old_rows + len(row_ids)
+        capacity = new_width + SPARE_COLUMNS
+        shift = new_width - self.width  # old rows move right by this much (left padding grows)
+        new_k, new_v = [], []
+        for layer, (lk, lv) in enumerate(like):
+            k = lk.new_zeros((total, lk.shape[0], capacity, lk.shape[2]))
+            v = lv.new_zeros((total, lv.shape[0], capacity, lv.shape[2]))
+            if old_rows and self._kbuf:
+                k[:old_rows, :, shift:new_width] = self._kbuf[layer][:, :, :self.width]
+                v[:old_rows, :, shift:new_width] = self._vbuf[layer][:, :, :self.width]
+            for i, row in enumerate(rows):
+                n = lengths[i]
+                if n:
+                    rk, rv = row.layers[layer]
+                    k[old_rows + i, :, new_width - n:new_width] = rk
+                    v[old_rows + i, :, new_width - n:new_width] = rv
+            new_k.append(k)
+            new_v.append(v)
+        valid = torch.zeros((total, new_width), dtype=torch.bool)
+        if old_rows and self.valid is not None:
+            valid[:old_rows, shift:] = self.valid
+        for i, n in enumerate(lengths):
+            if n:
+                valid[old_rows + i, new_width - n:] = True
+        self.set_buffers(list(zip(new_k, new_v)), new_width)
+        self.valid = valid
         self.row_ids.extend(row_ids)
 
-    def _pad_left(self, new_width: int) -> None:
-        pad = new_width - self.width
-        if pad <= 0 or not self.keys:
-            return
-        self.keys = [torch.cat([k.new_zeros(k.shape[0], k.shape[1], pad, k.shape[3]), k], dim=2) for k in self.keys]
-        self.values = [torch.cat([v.new_zeros(v.shape[0], v.shape[1], pad, v.shape[3]), v], dim=2) for v in self.values]
-        self.valid = torch.cat([self.valid.new_zeros(self.valid.shape[0], pad), self.valid], dim=1)
-
-    def extract(self, row_id: str) -> RowKV:
-        """The row's valid columns, in order, as a standalone RowKV."""
+    def extract(self, row_id: str, *, copy: bool = True) -> RowKV:
+        """The row's valid columns, in order, as a standalone RowKV. copy=False may return views
+        of this cache (for a row written elsewhere at once, before this cache changes)."""
         b = self.row_index(row_id)
-        if not self.keys:
+        if not self._kbuf:
             return RowKV([])
-        idx = self.valid[b].nonzero().squeeze(1).to(self.keys[0].device)
-        return RowKV([(k[b, :, idx].clone(), v[b, :, idx].clone()) for k, v in zip(self.keys, self.values)])
+        row_valid = self.valid[b]
+        if bool(row_valid.all()):
+            layers = [(k[b], v[b]) for k, v in zip(self.keys, self.values)]
+        else:
+            idx = row_valid.nonzero().squeeze(1).to(self._kbuf[0].device)
+            layers = [(k[b, :, idx], v[b, :, idx]) for k, v in zip(self.keys, self.values)]
+            copy = False  # indexing with a tensor already copied
+        if copy:
+            layers = [(k.clone(), v.clone()) for k, v in layers]
+        return RowKV(layers)
 
     def remove_rows(self, row_ids: list[str]) -> None:
         drop = [i for i, r in enumerate(self.row_ids) if r in set(row_ids)]

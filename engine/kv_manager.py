@@ -84,13 +84,19 @@ class CachedKV(KVManager):
         inside the running batch would pad every running row to the prompt's length."""
         batch = self.batch
         joining = [e.seq for e in plan.entries if e.seq.request_id not in batch.row_ids]
+        if not batch.row_ids:
+            # nobody is running: the joiners are the batch (their cached prefixes copied in once)
+            batch.add_rows([s.request_id for s in joining], [self._take_stash(s) for s in joining])
+            return runner.step_cached(rows, kv=batch)
         joining_ids = {s.request_id for s in joining}
         logits = runner.step_cached([r for r in rows if r.row_id not in joining_ids], kv=batch)
         if joining:
             staging = BatchKV()
             staging.add_rows([s.request_id for s in joining], [self._take_stash(s) for s in joining])
             logits.update(runner.step_cached([r for r in rows if r.row_id in joining_ids], kv=staging))
-            batch.add_rows([s.request_id for s in joining], [staging.extract(s.request_id) for s in joining])
+            # views are enough: add_rows copies them into the batch before staging goes away
+            batch.add_rows([s.request_id for s in joining],
+                           [staging.extract(s.request_id, copy=False) for s in joining])
         return logits
 
     def _take_stash(self, seq: Sequence) -> RowKV | None:

@@ -32,9 +32,7 @@ PROMPT10 = GenerateRequest(prompt=PROMPT, sampling=SamplingParams(max_new_tokens
 def served(tiny_llama_dir):
     s = start_served(tiny_llama_dir, served_model_name=MODEL, api_key=KEY)
     yield s
-    assert s.server.stop(), "server thread did not stop"
-    s.engine.shutdown()
-    s.hub.stop()
+    assert s.stop(), "a server, engine or hub thread did not stop"
 
 
 @pytest.fixture(scope="module")

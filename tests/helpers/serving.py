@@ -35,10 +35,9 @@ class Served:
     def base_url(self) -> str:
         return f"{self.server.url}/v1"
 
-    def stop(self) -> None:
-        self.server.stop()
-        self.engine.shutdown()
-        self.hub.stop()
+    def stop(self) -> bool:
+        """Server, engine, hub, in that order; True when every thread joined."""
+        return all([self.server.stop(), self.engine.shutdown(), self.hub.stop()])
 
 
 def start_served(model_dir, *, config: EngineConfig | None = None, **session_kw) -> Served:

@@ -293,20 +293,24 @@ async def _stream(session: ServeSession, gen: Generation, body, rid: str, chat: 
         return _sse({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice], **extra})
 
     if chat:
-        for sub in gen.subs:
-            yield chunk(sub.index, role=True)
+        yield b"".join(chunk(sub.index, role=True) for sub in gen.subs)
+    out: list[bytes] = []  # chunks of events already queued go out in one write
     async for index, event in gen.events():
         if isinstance(event, ev.TokensGenerated):
             if event.text or (body.return_token_ids and event.token_ids):
                 ids = list(event.token_ids) if body.return_token_ids else None
-                yield chunk(index, text=event.text, token_ids=ids)
+                out.append(chunk(index, text=event.text, token_ids=ids))
         elif isinstance(event, ev.RequestFinished):
             err = _failure(event)
             if err is not None:
-                yield _sse(err.body())
-                yield _sse("[DONE]")
+                yield b"".join(out) + _sse(err.body()) + _sse("[DONE]")
                 return
-            yield chunk(index, finish=FINISH[event.reason])
+            out.append(chunk(index, finish=FINISH[event.reason]))
+        if out and gen.queue.empty():
+            yield b"".join(out)
+            out = []
+    if out:
+        yield b"".join(out)
     if body.include_usage:
         yield _sse({"id": rid, "object": obj, "created": created, "model": model, "choices": [],
                     "usage": _usage(gen, gen.subs)})

@@ -70,7 +70,7 @@ class ModelHost:
         spec = self.loaded.spec
         # refuse before touching anything when the level cannot run here
         load_plan(new.quantisation, model_config=self.loaded.model.config, device=self.loaded.device,
-                  base_dtype=resolve_dtype(spec.dtype, self.loaded.device))
+                  base_dtype=resolve_dtype(spec.dtype, self.loaded.device, self.loaded.model.config))
         self.emit(ev.StateChanged(EngineState.LOADING, f"quantising to {new.quantisation.value}"))
         progress = self._progress(ev.LoadTarget.QUANTISE)
         if room_for_second_copy(self.loaded.info.weights_bytes, self.loaded.device):

@@ -1,0 +1,54 @@
+"""dtype auto: a half-precision checkpoint stays in half precision on a CPU that computes it
+faster (measured at load); a float32 checkpoint is never narrowed; greedy output in the chosen
+dtype equals generate() in the same dtype."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from engine.config import DType, GenerateRequest, ModelSpec
+from engine.engine import Engine
+from engine.models import cpu_linear_timings, load_model, resolve_dtype
+from tests.helpers.engine_utils import greedy, hf_greedy, wait_finished, wait_loaded
+
+
+def _half_copy(src, dst):
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float16)
+    model.save_pretrained(dst)
+    for f in src.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges")):
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_auto_keeps_float32_checkpoints_in_float32(tiny_llama_dir):
+    cfg = AutoConfig.from_pretrained(tiny_llama_dir)
+    assert resolve_dtype(DType.AUTO, torch.device("cpu"), cfg) is torch.float32
+
+
+def test_auto_picks_the_faster_of_float32_and_the_checkpoints_half_dtype(tiny_llama_dir, tmp_path):
+    d = _half_copy(tiny_llama_dir, tmp_path / "half")
+    cfg = AutoConfig.from_pretrained(d)
+    timings = cpu_linear_timings((torch.float32, torch.float16), cfg.hidden_size, cfg.intermediate_size,
+                                 torch.get_num_threads())
+    chosen = resolve_dtype(DType.AUTO, torch.device("cpu"), cfg)
+    assert chosen is min(timings, key=timings.get)
+    loaded = load_model(ModelSpec(str(d)))
+    assert loaded.info.dtype == str(chosen).replace("torch.", "")
+    assert "measured" in loaded.info.dtype_note
+
+
+def test_greedy_in_float16_equals_generate_in_float16(tiny_llama_dir, tmp_path):
+    d = _half_copy(tiny_llama_dir, tmp_path / "half")
+    spec = ModelSpec(str(d), dtype=DType.FLOAT16)
+    ref = load_model(spec)
+    prompt = ref.tokenizer.encode("to be or not to be")
+    expected = hf_greedy(ref.model, prompt, 24, ref.tokenizer.pad_token_id)
+    eng = Engine(spec).start()
+    try:
+        wait_loaded(eng)
+        rid = eng.submit(GenerateRequest(prompt_token_ids=tuple(prompt), sampling=greedy(24, ignore_eos=True)))
+        assert list(wait_finished(eng, [rid]).finished[rid].token_ids) == expected
+    finally:
+        assert eng.shutdown(10.0)

@@ -26,8 +26,9 @@ from ui.theme import Theme
 from ui.viewmodels.compare_presets import PRESETS, preset_config
 from ui.widgets import label, named
 
-FIGURES = (("tokens_per_s", "tok/s"), ("acceptance", "Acceptance"), ("ttft", "TTFT"), ("tpot", "TPOT"),
-           ("weights", "Weights"), ("kv", "Peak KV"))  # two per row
+FIGURES = (("tokens_per_s", "tok/s"), ("ttft", "TTFT"), ("tpot", "TPOT"),
+           ("acceptance", "Acceptance"), ("weights", "Weights"), ("kv", "Peak KV"))
+FIGURES_PER_ROW = 3  # speed on the first row, memory and acceptance on the second
 
 
 def token_html(pieces: list[str], origins: list[str], divergence: int | None, theme: Theme) -> str:
@@ -115,7 +116,7 @@ class CompareColumnPanel(QFrame):
             cell.setSpacing(0)
             cell.addWidget(self.field_labels[key])
             cell.addWidget(self.value_labels[key])
-            figures.addLayout(cell, n // 2, n % 2)
+            figures.addLayout(cell, n // FIGURES_PER_ROW, n % FIGURES_PER_ROW)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 10, 10, 10)
         layout.setSpacing(6)

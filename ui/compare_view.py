@@ -159,8 +159,11 @@ class CompareView(QWidget):
         s_head.addStretch(1)
         s_head.addWidget(self.export_md_button)
         s_head.addWidget(self.export_json_button)
-        foot = QHBoxLayout()
-        foot.addWidget(self.status, 1)
+        self.footer = named(QWidget(), "compare_footer", "Comparison status and colour legend")
+        foot = FlowLayout(self.footer, spacing=16)  # a long status wraps; the legend moves below it
+        foot.setContentsMargins(0, 0, 0, 0)
+        self.status.setWordWrap(True)
+        foot.addWidget(self.status)
         foot.addWidget(self.legend)
 
         layout = QVBoxLayout(self)
@@ -172,7 +175,7 @@ class CompareView(QWidget):
         layout.addSpacing(4)
         layout.addLayout(s_head)
         layout.addWidget(self.table)  # as tall as its rows (see _fit_table)
-        layout.addLayout(foot)
+        layout.addWidget(self.footer)
         self.add_button.clicked.connect(lambda: self.add_column())
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.bridge.stop)

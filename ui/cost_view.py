@@ -102,8 +102,6 @@ class CostView(QGroupBox):
                 value = label(MISSING, f"cost_{which}_{key}_value", f"{which.capitalize()} {text.lower()}",
                               role="value")
                 value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if key == "basis":
-                    value.setWordWrap(True)
                 grid.addWidget(value, row, col)
                 self.values[which][key] = value
         grid.setColumnStretch(0, 1)
@@ -184,7 +182,10 @@ class CostView(QGroupBox):
             cells["per_million"].setText(MISSING if line is None else format_money(line.cost_per_million))
             cells["hours"].setText(MISSING if line is None else f"{line.device_hours_per_day:,.1f} h")
             cells["per_day"].setText(MISSING if line is None else format_money(line.cost_per_day))
-            cells["basis"].setText(describe_basis(basis if line is not None else None))
+            shown = basis if line is not None else None
+            cells["basis"].setText(describe_basis(shown, short=True))  # the full account on hover
+            cells["basis"].setToolTip(describe_basis(shown) if shown is not None else "")
+            cells["basis"].setAccessibleDescription(cells["basis"].toolTip())
         if baseline is None:
             self.baseline_source.setText(f"baseline: the first busy stretch of load before any change "
                                          f"({BASELINE_WINDOW_S:.0f} s at most; measuring…), or press the button")

@@ -80,10 +80,12 @@ class FlowLayout(QLayout):
             if x > area.x() and x + w > area.right() + 1:  # no room left on this line
                 x, y = area.x(), y + line_h + self._line_spacing
                 line_h = 0
+            # a word-wrapping label cut to the line's width is taller than its one-line hint
+            h = max(item.heightForWidth(w), hint.height()) if item.hasHeightForWidth() else hint.height()
             if move:
-                item.setGeometry(QRect(QPoint(x, y), QSize(w, hint.height())))
+                item.setGeometry(QRect(QPoint(x, y), QSize(w, h)))
             x += w + self._spacing
-            line_h = max(line_h, hint.height())
+            line_h = max(line_h, h)
         return y + line_h - rect.y() + m.bottom()
 
 

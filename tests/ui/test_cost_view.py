@@ -36,6 +36,10 @@ def text(view: CostView, name: str) -> str:
     return view.findChild(QLabel, name).text()
 
 
+def tip(view: CostView, name: str) -> str:
+    return view.findChild(QLabel, name).toolTip()
+
+
 def load(model: DashboardModel, t_from: float, seconds: float, tokens_per_step: int) -> None:
     """Steps every 0.1 s: tokens_per_step * 10 tok/s."""
     for i in range(1, int(round(seconds * 10)) + 1):
@@ -56,8 +60,9 @@ def test_an_idle_start_is_no_baseline(view, qtbot):
     assert text(view, "cost_current_tps_value") == "80.0 tok/s"
     summary = text(view, "cost_summary")
     assert summary.startswith(f"×{80.0 / base_tps:.2f} throughput, 50 % cheaper"), summary
-    assert text(view, "cost_baseline_basis_value") == "800 tokens over 19.9 s (100 % busy)"
-    assert text(view, "cost_current_basis_value").startswith("800 tokens over 10.0 s")
+    assert text(view, "cost_baseline_basis_value") == "800 tok · 19.9 s"
+    assert tip(view, "cost_baseline_basis_value") == "800 tokens over 19.9 s (100 % busy)"
+    assert text(view, "cost_current_basis_value") == "800 tok · 10.0 s"
     assert "first busy stretch, 20–40 s" in text(view, "cost_baseline_source")
 
 
@@ -98,7 +103,7 @@ def test_a_compare_run_can_be_the_baseline(view, qtbot, clock):
     assert view.cost.captured.source == "compare"
     rate = 600 / (3 * 4.08)
     assert text(view, "cost_baseline_tps_value") == f"{rate:.1f} tok/s"
-    assert text(view, "cost_baseline_basis_value") == "600 tokens over 12.2 s (100 % busy)"
+    assert tip(view, "cost_baseline_basis_value") == "600 tokens over 12.2 s (100 % busy)"
     assert text(view, "cost_baseline_source").startswith("baseline (Compare run, one request at a time)")
     load(view.model, 0.0, 10.0, 4)  # then the dashboard measures 40 tok/s under load
     view.refresh()

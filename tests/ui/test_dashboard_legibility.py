@@ -133,7 +133,13 @@ def test_log_latency_labels_do_not_overlap(view, clock):
 def fits(label: QLabel) -> bool:
     """All of the label's text is shown: wrapped within its height, or on one line within its width."""
     if label.wordWrap():
-        return label.heightForWidth(label.width()) <= label.height()
+        doc = QTextDocument()
+        doc.setDefaultFont(label.font())
+        doc.setHtml(label.text())
+        doc.setDocumentMargin(0)
+        doc.setTextWidth(label.contentsRect().width())
+        no_overhang = doc.idealWidth() <= label.contentsRect().width() + 1  # no word wider than the label
+        return no_overhang and label.heightForWidth(label.width()) <= label.height()
     doc = QTextDocument()
     doc.setHtml(label.text())
     return QFontMetrics(label.font()).horizontalAdvance(doc.toPlainText()) <= label.contentsRect().width()

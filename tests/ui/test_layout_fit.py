@@ -3,11 +3,15 @@ horizontal scroll bar (columns and charts wrap), at 1920x1080 they spread out si
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from PySide6.QtCore import QRect
-from PySide6.QtWidgets import QApplication, QFrame, QPushButton, QScrollArea, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QLabel, QPushButton, QScrollArea, QWidget
 
 from app.gui import add_views
+from tests.ui.viewmodels.test_compare import BASE, KV, NF4, feed_run
+from ui.viewmodels.compare import Comparison
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
 
@@ -44,6 +48,19 @@ def test_compare_fits_1280x720_without_a_horizontal_scroll(qtbot, window):
     viewport = scroller.viewport().rect()
     run = window.findChild(QPushButton, "compare_run")
     assert run.isVisible() and viewport.contains(rect_in(run, scroller)), "Run is off-screen"
+    # a finished comparison: a filled summary table and a long verdict in the status line
+    long_names = [replace(KV, name="KV cache with prefix reuse and continuous batching"),
+                  replace(NF4, name="4-bit NF4 weights with the KV cache on")]
+    comp = Comparison([BASE, *long_names], prompt="p")
+    for column in range(3):
+        feed_run(comp, column, 0, list(range(48)), start=10.0 * column, ttft=0.1, gap=0.02)
+    comp.finished = True
+    view.comparison = comp
+    view.bridge.comparison_finished.emit(comp)  # as the bridge announces it
+    for _ in range(3):
+        QApplication.processEvents()
+    assert window.findChild(QLabel, "compare_status").text().startswith("Done: 3 measured runs")
+    assert scroller.horizontalScrollBar().maximum() == 0, "a finished comparison widens the tab"
     view.add_column()  # four columns: they wrap onto two rows instead of widening the tab
     for _ in range(3):
         QApplication.processEvents()

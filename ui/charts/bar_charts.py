@@ -137,4 +137,4 @@ class SpeedupChart(BarChart):
             return "speculative decoding off"
         verdict = "pays off" if advice.pays_off else "does not pay off"
         return (f"k = {advice.recommended_k}: ×{advice.speedup_by_k[advice.recommended_k - 1]:.2f}, {verdict}  "
-                f"(acceptance {advice.acceptance_rate * 100:.0f} %, draft cost {advice.cost_ratio:.2f})")
+                f"(acceptance {advice.acceptance_rate * 100:.0f}\u00a0%, draft cost {advice.cost_ratio:.2f})")

@@ -3,6 +3,7 @@ pyqtgraph plot; its theme, palette and the small helpers the charts share."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,6 +118,11 @@ def broken_at_idle(snap_steps: dict[str, np.ndarray], *names: str) -> tuple[np.n
     return (np.insert(t, at, mid), *(np.insert(snap_steps[n].astype(float), at, np.nan) for n in names))
 
 
+def unbreakable(text: str) -> str:
+    """Rich text that a word-wrapping label keeps on one line."""
+    return html.escape(text).replace(" ", "&nbsp;").replace("-", "&#8209;")
+
+
 def log_tick_label(value: float) -> str:
     """0.1, 1, 10, 100, 1k, 10k: short enough for a narrow axis."""
     if value >= 1000:
@@ -224,10 +230,13 @@ class ChartFrame(QFrame):
             axis.setPen(pg.mkPen(alpha(theme.muted, 160)))
             axis.setTextPen(pg.mkPen(theme.foreground))
         self.readout.setStyleSheet(f"color: {theme.muted};")
-        swatches = "&nbsp;&nbsp;".join(
-            f"<span style='color:{c}; font-size:13pt'>&#9632;</span>&nbsp;<span style='color:{theme.muted}'>{t}</span>"
+        # a legend entry never breaks inside itself (spaces and hyphens held together): a narrow
+        # chart wraps between entries, so no entry reads 'ITL p' / 'bre' at the edge
+        swatches = "&nbsp; ".join(
+            f"<span style='color:{c}; font-size:13pt'>&#9632;</span>&nbsp;"
+            f"<span style='color:{theme.muted}'>{unbreakable(t)}</span>"
             for t, c in self.legend)
-        self.title_label.setText(f"<b style='color:{theme.foreground}'>{self.title}</b>&nbsp;&nbsp;&nbsp;{swatches}")
+        self.title_label.setText(f"<b style='color:{theme.foreground}'>{self.title}</b>&nbsp;&nbsp; {swatches}")
 
     def add_series(self, name: str, item: pg.GraphicsObject) -> None:
         self.series[name] = item

@@ -19,6 +19,7 @@ from engine.remote.launch import LaunchedServer, transformers_serve_profile, vll
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
 SERVED = "tiny"
+MAX_MODEL_LEN = 512  # the tiny model's max_position_embeddings
 NGRAM = json.dumps({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
                     "prompt_lookup_min": 1})
 
@@ -52,8 +53,9 @@ def server_model_dir(root: Path) -> Path:
 
 def start_vllm(model_dir: Path, log_dir: Path, *, name: str = "vllm-test", extra: tuple[str, ...] = ()) -> LaunchedServer:
     venv = require_vllm()
+    # a long context so an aborted request is still far from its end when the abort lands
     profile = vllm_cpu_profile(name, str(model_dir), served_name=SERVED, api_key=API_KEY,
-                               extra_args=("--speculative-config", NGRAM) + extra)
+                               max_model_len=MAX_MODEL_LEN, extra_args=("--speculative-config", NGRAM) + extra)
     server = LaunchedServer(profile, variables={"vllm_python": str(venv / "bin" / "python"),
                                                 "vllm_venv": str(venv)},
                             log_path=log_dir / f"{name}.log")

@@ -38,7 +38,7 @@ class ComposerView(QFrame):
         self.setProperty("role", "composer")
         self.input = named(PromptEdit(), "chat_input", "Message input",
                            "Enter sends, Shift+Enter adds a new line")
-        self.input.setPlaceholderText("Message the model…  (Enter to send, Shift+Enter for a new line)")
+        self.input.setPlaceholderText("Message the model…  Enter sends, Shift+Enter adds a line")
         self.input.setTabChangesFocus(True)
         self.input.submitted.connect(self.submit)
         self.input.textChanged.connect(self._fit)

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -74,6 +74,7 @@ class EnginePanel(QScrollArea):
         named(self, "engine_panel", "Engine panel")
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the panel fits its width
         self._bridge = bridge
         self._bundled_draft = Path(bundled_draft) if bundled_draft else None
         names = model_names or ModelNames()
@@ -103,6 +104,7 @@ class EnginePanel(QScrollArea):
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setKeyboardTracking(False)
         self.batch_spin.setPrefix("max ")
+        self.batch_spin.setMinimumWidth(72)
         self.batching_status = StatusPill("batching_status", "Batching status")
         row = QHBoxLayout()
         row.addWidget(self.batching_check, 1)
@@ -183,6 +185,9 @@ class EnginePanel(QScrollArea):
         combo = named(QComboBox(), name, accessible)
         for value, text in choices:
             combo.addItem(text, value)
+        # a narrow panel cuts long item texts instead of scrolling sideways
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
         return combo
 
     # ------------------------------------------------------------------ public

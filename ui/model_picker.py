@@ -43,6 +43,8 @@ class ModelPickerView(QWidget):
         self.combo = named(QComboBox(), "model_combo", "Model")
         self.combo.setToolTip("Load a model: the bundled demo or a recent one")
         self.combo.activated.connect(self._on_combo_activated)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(14)
         self.open_button = named(QPushButton("Open folder…"), "open_model_folder_button",
                                  "Open a model folder")
         self.open_button.setToolTip("Load a Hugging Face model directory (with config.json)")

@@ -24,9 +24,10 @@ from PySide6.QtWidgets import (
 
 from engine.config import SamplingParams
 from engine.generation_defaults import generation_defaults
-from ui.widgets import label, named
+from ui.widgets import ElidedLabel, label, named
 
 FALLBACK = SamplingParams(max_new_tokens=256)
+SPIN_MIN_WIDTH = 64
 
 
 def model_defaults(name_or_path: str | None) -> SamplingParams:
@@ -89,7 +90,9 @@ class SamplingSettingsView(QFrame):
         self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.toggle.toggled.connect(self.set_expanded)
-        self.summary = label("", "generation_settings_summary", "Current sampling settings", role="muted")
+        # elides instead of widening the chat column (small windows keep Send on screen)
+        self.summary = named(ElidedLabel(""), "generation_settings_summary", "Current sampling settings")
+        self.summary.setProperty("role", "muted")
 
         self.body = named(QWidget(), "generation_settings_body", "Generation settings fields")
         self.system_prompt = named(QPlainTextEdit(), "system_prompt_input", "System prompt")
@@ -148,12 +151,14 @@ class SamplingSettingsView(QFrame):
         w.setSingleStep(step)
         w.setDecimals(decimals)
         w.setKeyboardTracking(False)
+        w.setMinimumWidth(SPIN_MIN_WIDTH)  # may shrink below the widest value's width
         return w
 
     def _int(self, name, accessible, lo, hi) -> QSpinBox:
         w = named(QSpinBox(), name, accessible)
         w.setRange(lo, hi)
         w.setKeyboardTracking(False)
+        w.setMinimumWidth(SPIN_MIN_WIDTH)
         return w
 
     # ---- state

@@ -329,10 +329,21 @@ def test_send_and_the_colour_toggle_are_on_screen_at_small_sizes(qtbot, window, 
     qtbot.waitUntil(lambda: window.width() == size[0] and window.height() == size[1], timeout=5000)
     chat = window.chat
     chat.settings.set_expanded(True)
+    qtbot.waitUntil(chat.settings.body.isVisible, timeout=5000)
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    QApplication.processEvents()  # let the layouts take the expanded settings in
+
+    tab = window.findChild(QScrollArea, "chat_view_scroll")
+    assert chat.minimumSizeHint().width() <= tab.viewport().width(), f"the chat needs more width than {size} gives"
+    panel = window.engine_panel
+    assert panel.widget().minimumSizeHint().width() <= panel.viewport().width(), "the engine panel is too wide"
     win = window.rect()
     for w in (chat.composer.send_button, chat.composer.stop_button, chat.colour_toggle, chat.composer.input):
         qtbot.waitUntil(w.isVisible, timeout=5000)
         top_left = w.mapTo(window, w.rect().topLeft())
         bottom_right = w.mapTo(window, w.rect().bottomRight())
         assert win.contains(top_left) and win.contains(bottom_right), f"{w.objectName()} off-screen at {size}"
-        assert not w.visibleRegion().isEmpty(), f"{w.objectName()} hidden at {size}"
+        assert w.visibleRegion().boundingRect().size() == w.size(), f"{w.objectName()} cut at {size}"
+    for area in (tab, panel):
+        assert not area.horizontalScrollBar().isVisible(), f"{area.objectName()} scrolls sideways at {size}"

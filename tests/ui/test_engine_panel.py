@@ -161,3 +161,22 @@ def test_the_bundled_models_have_names_a_user_understands(qtbot, make_window):
     assert window.chat.empty_label.text().startswith("Chat with Shakespeare demo (27.8M).")
     assert picker.hub_input.text() == str(target)  # the path box shows what is loaded
     assert window.status.model_label.text().startswith("Shakespeare demo (27.8M)")
+
+
+def test_an_answer_that_ran_under_two_configurations_says_so_in_its_footer(qtbot, window):
+    """Provenance: flip the KV cache mid-answer; the footer names both with their token ranges."""
+    panel, bridge = window.engine_panel, window.bridge
+    window.chat.settings.stops.setText("")
+    send_prompt(qtbot, window, "once more unto the breach", max_tokens=4000)
+    first_tokens(qtbot, window)
+    with qtbot.waitSignal(bridge.config_applied, timeout=30_000):
+        _select(panel.kv_combo, KVCacheMode.OFF)
+    qtbot.waitUntil(lambda: len(window.chat.message_views[-1].text) > 0, timeout=30_000)
+    window.chat.stop()
+    finished = wait_answer(qtbot, window)
+    if len(finished.config_spans) < 2:
+        pytest.skip("the answer ended before the change reached it")
+    footer = window.chat.message_views[-1].config_footer.text()
+    first, second = finished.config_spans[:2]
+    assert f"ran under: tokens 0–{second.first_token - 1}: kv on" in footer
+    assert f"{second.first_token}–" in footer and "kv off" in footer

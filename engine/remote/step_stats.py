@@ -13,8 +13,10 @@ def _int(v: float | None) -> int | None:
 
 
 def step_stats_from(snap: ServerSnapshot, iv: ServerInterval | None) -> StepStats | None:
-    """None until there is an interval (a rate needs two scrapes)."""
-    if iv is None:
+    """None until there is an interval (a rate needs two scrapes), and for a server that does not
+    say how many requests run or how many tokens it made (then only ServerMetricsSampled goes out:
+    a step record without its two core figures would read as a stalled engine)."""
+    if iv is None or snap.num_requests_running is None or iv.generation_tokens_per_s is None:
         return None
     return StepStats(
         timestamp_s=snap.taken_s,

@@ -111,6 +111,9 @@ def test_other_engines_are_detected_and_mapped():
     assert detect_engine(tgi) is ServerEngine.TGI
     t = snapshot(tgi, ServerEngine.TGI)
     assert (t.num_requests_waiting, t.num_requests_running, t.generation_tokens) == (4, 2, 90)
+    # SGLang without a running gauge in this scrape: no step record, the snapshot still has the rest
+    no_running = snapshot(parse_metrics('sglang:generation_tokens_total 9\n', 2.0), ServerEngine.SGLANG)
+    assert step_stats_from(no_running, interval(s, no_running)) is None
     lcpp = parse_metrics("# TYPE llamacpp:tokens_predicted_total counter\nllamacpp:tokens_predicted_total 12\n"
                          "llamacpp:requests_processing 1\nllamacpp:requests_deferred 0\n", 1.0)
     assert detect_engine(lcpp) is ServerEngine.LLAMACPP

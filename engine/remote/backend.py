@@ -226,18 +226,24 @@ class RemoteBackend:
 
     def _connect(self, scrape: bool = True) -> None:
         self.events.put(ev.StateChanged(EngineState.LOADING, detail=self.spec.base_url))
+        listed = True
         try:
             models = list(self._client.models.list())
+        except openai.NotFoundError as exc:
+            if self.model is None:  # no list and no name: nothing to ask for
+                self._connect_failed(exc, f"{self.spec.base_url} lists no models (HTTP 404 on /models) "
+                                          "and no model was named: give one (--model)")
+                return
+            models, listed = [], False  # a server without /v1/models: trust the name given
+            log.info("%s has no /v1/models; using model %r as given", self.spec.base_url, self.model)
         except Exception as exc:  # noqa: BLE001 - any failure is reported as one clear event
-            self.events.put(ev.EngineErrorEvent(message=describe_error(exc, self.spec, self.model), where="load"))
-            self.events.put(ev.StateChanged(EngineState.IDLE))
-            self._connected.set()
+            self._connect_failed(exc)
             return
         ids = tuple(m.id for m in models)
         if self.model is None and ids:
             self.model = ids[0]
         chosen = next((m for m in models if m.id == self.model), None)
-        if chosen is None:
+        if chosen is None and listed:
             self.events.put(ev.EngineErrorEvent(
                 message=f"model {self.model!r} is not served at {self.spec.base_url}; it serves: "
                         f"{', '.join(ids) or 'nothing'}", where="load"))
@@ -252,7 +258,7 @@ class RemoteBackend:
         self.events.put(RemoteConnected(
             base_url=self.spec.base_url, model=self.model or "", engine=self.engine_kind, models=ids,
             has_metrics=self.has_metrics, max_model_len=max_len if isinstance(max_len, int) else None))
-        if chosen is not None:
+        if chosen is not None or not listed:
             self.events.put(ev.ModelLoaded(ev.ModelInfo(
                 name_or_path=self.model, architecture=f"remote · {self.engine_kind.value}", num_params=None,
                 dtype=None, device=self.spec.root_url, weights_bytes=None, quantisation=None,
@@ -266,6 +272,12 @@ class RemoteBackend:
             busy = bool(self._live)
         if not busy:
             self.events.put(ev.StateChanged(EngineState.IDLE))
+        self._connected.set()
+
+    def _connect_failed(self, exc: Exception, message: str | None = None) -> None:
+        message = message or describe_error(exc, self.spec, self.model)
+        self.events.put(ev.EngineErrorEvent(message=message, where="load"))
+        self.events.put(ev.StateChanged(EngineState.IDLE))
         self._connected.set()
 
     def _ollama_version(self) -> str | None:

@@ -201,3 +201,22 @@ def test_abort_before_the_first_byte_ends_the_request_at_once(backend_for, fake)
     while not b.events.empty():
         seen.append(b.events.get_nowait())
     assert not [e for e in seen if isinstance(e, ev.RequestFinished) and e.request_id == rid]
+
+
+def test_a_server_without_a_model_list_serves_the_model_named(fake):
+    url = f"http://127.0.0.1:{fake.server_address[1]}/nolist/v1"  # /nolist/v1/models answers 404
+    b = RemoteBackend(RemoteSpec(url, model="ok", metrics_interval_s=0)).start()
+    try:
+        seen: list = []
+        fin = _ask(b, seen)
+        assert fin.text == "hello" and fin.error is None
+        assert not [e for e in seen if isinstance(e, ev.EngineErrorEvent)]
+        assert next(e for e in seen if isinstance(e, RemoteConnected)).models == ()
+    finally:
+        assert b.shutdown(timeout=5)
+    nameless = RemoteBackend(RemoteSpec(url, metrics_interval_s=0)).start()
+    try:
+        err = wait_for(nameless.events, lambda e: isinstance(e, ev.EngineErrorEvent), timeout=10)
+        assert err.where == "load" and "no model was named" in err.message
+    finally:
+        assert nameless.shutdown(timeout=5)

@@ -461,3 +461,74 @@ def test_the_workbench_remote_backend_drives_its_own_server(served, reference):
         assert sampled.num_requests_running == 0
     finally:
         backend.shutdown()
+
+
+# field -> (valid values, invalid values)
+FUZZ_FIELDS = {
+    "model": ([MODEL], [3, "", "x" * 600, ["tiny"], "other-model"]),
+    "max_tokens": ([1, 3, 8], [0, -1, 2.5, "4", True, 10**40, float("nan")]),
+    "max_completion_tokens": ([2], [-5, {}, 10**9 + 0.5]),
+    "temperature": ([0, 0.7, 1e-9, 2], [-0.1, 3, "hot", float("inf"), [], 1e308]),
+    "top_p": ([1, 0.5], [0, -1, 1.5, "1"]),
+    "top_k": ([0, 5, -1], [-2, 1.5, 10**12]),
+    "seed": ([0, 7, -3, 2**63 - 1, 2**64 - 1], [2**64, "7", 1.5]),
+    "n": ([1, 2], [0, 17, "2", True]),
+    "stop": (["e", ["e", "o"], []], [[""], ["a"] * 5, [1], "x" * 300, {"s": 1}]),
+    "stream": ([False, True], ["yes", 1]),
+    "logprobs": ([False], [True, 3]),
+    "presence_penalty": ([0], [0.5, float("nan")]),
+    "messages": ([CHAT, [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": [{"type": "text", "text": "a horse"}]}],
+                  [{"role": "user", "content": "\x00\ud7ff\u2028 odd"}]],
+                 [[], "hi", [{"role": "user", "content": 5}], [{"content": "no role"}],
+                  [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]]),
+}
+
+
+def test_fuzzed_chat_requests_end_in_200_or_one_clear_error(served):
+    """Seeded random requests, half with one bad field: every answer is a 200 or a 400/404 with
+    the error shape (never a 500), and the server keeps serving afterwards."""
+    import math
+    import random
+
+    rng = random.Random(14)
+    statuses: dict[int, int] = {}
+    for _ in range(120):
+        body = {k: rng.choice(valid) for k, (valid, _bad) in FUZZ_FIELDS.items() if rng.random() < 0.5}
+        body["messages"] = rng.choice(FUZZ_FIELDS["messages"][0])
+        body.setdefault("max_tokens", 2)
+        bad = rng.choice(list(FUZZ_FIELDS)) if rng.random() < 0.5 else None
+        if bad is not None:
+            body[bad] = rng.choice(FUZZ_FIELDS[bad][1])
+        raw = json.dumps(body, allow_nan=True)  # NaN/Infinity literals, as a careless client sends them
+        r = post(served, "/chat/completions", raw)
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        if bad is None:
+            assert r.status_code == 200, (body, r.text)
+        else:
+            assert r.status_code in (400, 404), (bad, body[bad], r.text)
+            _assert_error_shape(r, r.status_code)
+            continue
+        if body.get("stream") is True:
+            assert r.text.rstrip().endswith("data: [DONE]")
+        else:
+            data = r.json()
+            assert len(data["choices"]) == body.get("n", 1) and math.isfinite(data["usage"]["total_tokens"])
+    assert statuses.get(200, 0) >= 30 and statuses.get(400, 0) >= 30, statuses
+    ok = post(served, "/chat/completions", {"messages": CHAT, "max_tokens": 3, "temperature": 0})
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_listening_socket_is_tcp_with_nodelay():
+    """asyncio turns Nagle off on accepted connections only for a socket created as TCP; with
+    Nagle on, each small SSE chunk waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from app.serve.runner import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()

@@ -225,6 +225,7 @@ class CompareColumnPanel(QFrame):
             self._load_editor(preset_config(self._last_preset, self._draft_for_model()))
         if self.name_edit.text() in ("", self._last_preset):  # not named by the user: follow the preset
             self.name_edit.setText(preset)
+            self.name_edit.setCursorPosition(0)  # a narrow field shows the start of the name
         self._last_preset = preset
         self.editor.setVisible(preset == "custom")
         self._refresh_config_label()

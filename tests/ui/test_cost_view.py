@@ -60,9 +60,9 @@ def test_an_idle_start_is_no_baseline(view, qtbot):
     assert text(view, "cost_current_tps_value") == "80.0 tok/s"
     summary = text(view, "cost_summary")
     assert summary.startswith(f"×{80.0 / base_tps:.2f} throughput, 50 % cheaper"), summary
-    assert text(view, "cost_baseline_basis_value") == "800 tok · 19.9 s"
+    assert text(view, "cost_baseline_basis_value") == "800 tok\n19.9 s"
     assert tip(view, "cost_baseline_basis_value") == "800 tokens over 19.9 s (100 % busy)"
-    assert text(view, "cost_current_basis_value") == "800 tok · 10.0 s"
+    assert text(view, "cost_current_basis_value") == "800 tok\n10.0 s"
     assert "first busy stretch, 20–40 s" in text(view, "cost_baseline_source")
 
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QRect
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QPushButton, QScrollArea, QWidget
 
 from app.gui import add_views
+from tests.helpers.engine_timeline import T0, step
 from tests.ui.viewmodels.test_compare import BASE, KV, NF4, feed_run
 from ui.viewmodels.compare import Comparison
 
@@ -107,6 +108,24 @@ def test_dashboard_charts_reflow_to_the_width(qtbot, window):
         button = window.findChild(QPushButton, name)
         r = rect_in(button, scroller)
         assert button.isVisible() and r.right() <= viewport.right(), name
+    # with figures in the cost view (a busy baseline, a change, the current load) the side panel
+    # still shows every control and value whole
+    model = view.model
+    for i in range(1, 101):
+        model.record_step(step(i * 0.1, out=40))
+    model.record_marker(T0 + 10.0, "spec ngram k=4")
+    for i in range(101, 201):
+        model.record_step(step(i * 0.1, out=80))
+    view.cost_view.refresh()
+    for _ in range(3):
+        QApplication.processEvents()
+    assert window.findChild(QLabel, "cost_current_basis_value").text().startswith("8,000 tok")
+    side = view.side_panel.viewport()
+    for name in ("loadgen_stop_button", "cost_compare_baseline_button", "cost_current_basis_value",
+                 "cost_current_per_million_value", "cost_measured_tokens_button"):
+        w = window.findChild(QWidget, name)
+        r = QRect(w.mapTo(side, w.rect().topLeft()), w.size())
+        assert w.isVisible() and r.left() >= 0 and r.right() <= side.width(), f"{name} is cut"
     # the time values show on the lowest time chart of each grid column, and only there
     shown = [c.plot.getAxis("bottom").style["showValues"] for c in view.time_charts]
     n = chart_columns(view)

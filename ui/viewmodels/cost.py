@@ -165,12 +165,13 @@ class CostModel:
 
 
 def describe_basis(m: Throughput | Baseline | None, *, short: bool = False) -> str:
-    """What a figure rests on: '1,234 tokens over 20.0 s (96 % busy)', short '1,234 tok · 20.0 s'."""
+    """What a figure rests on: '1,234 tokens over 20.0 s (96 % busy)'; short, two narrow lines
+    for a table cell: '1,234 tok' / '20.0 s'."""
     if m is None:
         return MISSING
     t = m.as_throughput() if isinstance(m, Baseline) else m
     if short:
-        return f"{t.num_tokens:,} tok · {t.span_s:,.1f} s"
+        return f"{t.num_tokens:,} tok\n{t.span_s:,.1f} s"
     return f"{t.num_tokens:,} tokens over {t.span_s:,.1f} s ({t.busy_fraction * 100:.0f} % busy)"
 
 

@@ -124,6 +124,7 @@ class RemoteBackend:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._last_snapshot: ServerSnapshot | None = None
+        self.connect_wait_s = self.spec.connect_timeout_s * 3  # how long a request waits for the probe
 
     # ---- lifecycle
     def start(self) -> "RemoteBackend":
@@ -326,7 +327,7 @@ class RemoteBackend:
         stream = None
         try:
             # the connect probe says which engine this is (which fields it takes); bounded wait
-            self._connected.wait(self.spec.connect_timeout_s * 3)
+            self._connected.wait(self.connect_wait_s)
             stream = open_stream(self._client, live.request, self.model or "", self.engine_kind)
             with live.lock:
                 live.stream = stream

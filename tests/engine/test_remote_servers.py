@@ -324,3 +324,33 @@ def test_cli_bench_races_two_launch_profiles(model_dir, tmp_path, capsys):
     assert all(r["server_metrics"] is None for r in runs)  # transformers serve has no /metrics: unknown
     assert all(r["completion_tokens"] > 0 and r["ttft_s"] > 0 for r in runs)
     assert [p["name"] for p in report["profiles"]] == ["plain", "cb"]
+
+
+def test_profile_backend_starts_serves_and_stops_its_server(model_dir, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from engine.remote.launch import LaunchProfile, transformers_serve_profile
+    from engine.remote.profile_backend import ProfileBackend
+
+    exe = str(Path(sys.executable).parent / "transformers")
+    b = ProfileBackend(transformers_serve_profile("ts", str(model_dir), executable=exe),
+                       log_path=tmp_path / "ts.log").start()  # returns at once; the server starts behind it
+    try:
+        seen: list = []
+        fin = _run(b, _chat(PROMPT, 6), seen)  # a request submitted while the server starts waits for it
+        assert fin.reason is ev.FinishReason.LENGTH and fin.stats.completion_tokens == 6
+        progress = [e for e in seen if isinstance(e, ev.LoadProgress)]
+        assert [p.fraction for p in progress] == [0.0, 1.0]
+        assert fin.config_label.startswith("profile ts")
+        assert "Uvicorn running" in b.log_tail() or "Application startup complete" in b.log_tail()
+    finally:
+        assert b.shutdown(timeout=10)
+    assert not b.server.running
+    broken = ProfileBackend(LaunchProfile(name="broken", argv=(sys.executable, "-c", "raise SystemExit('bad flag')")),
+                            log_path=tmp_path / "broken.log").start()
+    try:
+        err = wait_for(broken.events, lambda e: isinstance(e, ev.EngineErrorEvent), timeout=30)
+        assert err.where == "load" and "exited with code 1" in err.message and "bad flag" in err.message
+    finally:
+        broken.shutdown()

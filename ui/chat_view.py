@@ -11,6 +11,7 @@ sent without its oldest messages (the footer says how many), the system prompt a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -44,6 +45,7 @@ RENDER_INTERVAL_MS = 40  # re-render a streaming answer at most ~25 times a seco
 RENDER_SHARE = 0.2  # ...and spend at most this share of the GUI thread on it (long answers)
 MAX_RENDER_INTERVAL_MS = 1000
 PERSIST_INTERVAL_MS = 1000  # write the streaming answer this often (one transaction each)
+RENDER_TURN_BUDGET_S = 0.025  # rendering a whole conversation: at most this per event-loop turn
 TITLE_CHARS = 48
 REQUEST_TAG = "chat"
 STATE_STREAMING, STATE_INTERRUPTED, STATE_DONE = "streaming", "interrupted", "done"
@@ -134,6 +136,12 @@ class ChatView(QWidget):
         self._render_timer.setSingleShot(True)
         self._render_timer.setInterval(RENDER_INTERVAL_MS)
         self._render_timer.timeout.connect(self._render_pending)
+        self._render_queue: list[MessageView] = []  # views owed a render, drawn newest first
+        self.last_drain_s = 0.0
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.setInterval(0)
+        self._drain_timer.timeout.connect(self._drain_render_queue)
         self._persist_timer = QTimer(self)
         self._persist_timer.setInterval(PERSIST_INTERVAL_MS)
         self._persist_timer.timeout.connect(self._persist_partial)
@@ -260,7 +268,8 @@ class ChatView(QWidget):
     def set_theme(self, theme: Theme) -> None:
         self._theme = theme
         for v in self._views:
-            v.set_theme(theme)
+            v.set_theme(theme, render_now=False)
+            self._queue_render(v)
 
     def set_colour_tokens(self, on: bool) -> None:
         if self.colour_toggle.isChecked() != on:
@@ -268,7 +277,29 @@ class ChatView(QWidget):
             return
         self.legend.setVisible(on)
         for v in self._views:
-            v.set_colour_tokens(on)
+            if v.set_colour_tokens(on, render_now=False):
+                self._queue_render(v)
+
+    @property
+    def rendering(self) -> bool:
+        """Views of the conversation still owed a render (spread over event-loop turns)."""
+        return bool(self._render_queue)
+
+    def _queue_render(self, view: MessageView) -> None:
+        if view not in self._render_queue:
+            self._render_queue.append(view)
+        if not self._drain_timer.isActive():
+            self._drain_timer.start()
+
+    def _drain_render_queue(self) -> None:
+        """Render owed views, newest first, until this turn's budget is spent; then yield."""
+        started = time.perf_counter()
+        while self._render_queue and time.perf_counter() - started < RENDER_TURN_BUDGET_S:
+            view = self._render_queue.pop()
+            view.render()
+        self.last_drain_s = time.perf_counter() - started
+        if self._render_queue:
+            self._drain_timer.start()
 
     # ------------------------------------------------------------------ engine events
     def _on_tokens_received(self, event: ev.TokensGenerated) -> None:
@@ -427,8 +458,11 @@ class ChatView(QWidget):
                 metrics = dict(m.metrics or {})
                 if getattr(m, "state", STATE_DONE) in (STATE_INTERRUPTED, STATE_STREAMING):
                     metrics["reason"] = STATE_INTERRUPTED
-                self._add_view(MessageView(m.role, m.content, message_id=m.id, metrics=metrics or None,
-                                           config=m.config, runs=metrics.get("origin_runs"), theme=self._theme))
+                view = MessageView(m.role, m.content, message_id=m.id, metrics=metrics or None,
+                                   config=m.config, runs=metrics.get("origin_runs"), theme=self._theme,
+                                   render_now=False)
+                self._add_view(view)
+                self._queue_render(view)
             if p is not None and p.conversation_id == conv.id:
                 view = MessageView("assistant", p.text, runs=[list(r) for r in origin_runs(p.runs)],
                                    theme=self._theme)
@@ -436,7 +470,8 @@ class ChatView(QWidget):
                 p.view = view
                 view.set_streaming(True)
         for v in self._views:
-            v.set_colour_tokens(self.colour_toggle.isChecked())
+            if v.set_colour_tokens(self.colour_toggle.isChecked(), render_now=False):
+                self._queue_render(v)
         self._refresh_list()
         self._update_actions()
         self.transcript.follow()
@@ -448,6 +483,8 @@ class ChatView(QWidget):
         self.transcript.add(view)
 
     def _remove_views_from(self, index: int) -> None:
+        gone = set(map(id, self._views[index:]))
+        self._render_queue = [v for v in self._render_queue if id(v) not in gone]
         self.transcript.remove_from(index)
         self._update_empty_state()
 

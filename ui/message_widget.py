@@ -78,7 +78,10 @@ class MessageView(QFrame):
 
     def __init__(self, role: str, text: str = "", *, message_id: int | None = None,
                  metrics: dict | None = None, config: dict | None = None,
-                 runs: list | None = None, theme: Theme = LIGHT, parent=None) -> None:
+                 runs: list | None = None, theme: Theme = LIGHT, parent=None,
+                 render_now: bool = True) -> None:
+        """render_now=False: the caller renders it later (the chat view spreads the rendering of
+        a whole conversation over several event-loop turns)."""
         super().__init__(parent)
         who = {"user": "You", "assistant": "Assistant", "system": "System"}.get(role, role.title())
         named(self, f"{role}_message", f"{who} message")
@@ -95,6 +98,10 @@ class MessageView(QFrame):
         self._colour_tokens = False
         self._renderer = rich_text.MarkdownRenderer()
         self._continue_pending = False
+        self._continue_timer = QTimer(self)  # a child: it dies with the view, never fires after
+        self._continue_timer.setSingleShot(True)
+        self._continue_timer.setInterval(0)
+        self._continue_timer.timeout.connect(self._continue_render)
         self.last_render_s = 0.0
         self.link_dialog: QMessageBox | None = None
 
@@ -151,7 +158,8 @@ class MessageView(QFrame):
         box.addWidget(self.footer)
         box.addWidget(self.config_footer)
         self._refresh_footer()
-        self.render()
+        if render_now:
+            self.render()
 
     def _tool(self, text: str, name: str, accessible: str, slot) -> QToolButton:
         b = named(QToolButton(), name, accessible)
@@ -204,14 +212,19 @@ class MessageView(QFrame):
     def has_origins(self) -> bool:
         return bool(self.runs)
 
-    def set_theme(self, theme: Theme) -> None:
+    def set_theme(self, theme: Theme, *, render_now: bool = True) -> None:
         self._theme = theme
-        self.render()
+        if render_now:
+            self.render()
 
-    def set_colour_tokens(self, on: bool) -> None:
+    def set_colour_tokens(self, on: bool, *, render_now: bool = True) -> bool:
+        """True when the look changed (and, without render_now, a render is owed)."""
         if on != self._colour_tokens:
             self._colour_tokens = on
-            self.render()
+            if render_now:
+                self.render()
+            return True
+        return False
 
     def render(self) -> None:
         """Show the text. Markdown conversion has a time budget: blocks it did not reach show as
@@ -230,7 +243,7 @@ class MessageView(QFrame):
         self.body.setVisible(bool(self.text) or self.streaming or not self.error)
         if not complete and not self._continue_pending:
             self._continue_pending = True
-            QTimer.singleShot(0, self._continue_render)
+            self._continue_timer.start()
         self.last_render_s = time.perf_counter() - started
 
     @property

@@ -142,6 +142,7 @@ def test_tokens_are_coloured_by_origin_with_a_legend(qtbot, window):
 
     qtbot.mouseClick(chat.colour_toggle, Qt.MouseButton.LeftButton)
     assert chat.colour_toggle.isChecked() and chat.legend.isVisible() and window.colour_action.isChecked()
+    qtbot.waitUntil(lambda: not chat.rendering, timeout=5000)
     html = answer.body.toHtml()
     assert theme.draft_token in html and theme.target_token in html
     assert answer.body.toPlainText() == "as dreams are"
@@ -150,6 +151,7 @@ def test_tokens_are_coloured_by_origin_with_a_legend(qtbot, window):
 
     window.colour_action.trigger()  # the View menu toggles it back
     assert not chat.colour_toggle.isChecked() and not chat.legend.isVisible()
+    qtbot.waitUntil(lambda: not chat.rendering, timeout=5000)
     assert theme.draft_token not in answer.body.toHtml()
 
 

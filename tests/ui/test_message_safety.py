@@ -151,3 +151,28 @@ def test_markdown_still_renders(qtbot):
     assert "font-weight:700" in html or "font-weight:600" in html
     assert view.body.document().toPlainText().split() == ["Title", "some", "bold", "and", "code",
                                                           "x", "=", "1", "a", "b", "1", "2"]
+
+
+def test_opening_a_conversation_of_hostile_answers_never_blocks(qtbot, window):
+    """A stored conversation is model text too: its views render over several event-loop turns."""
+    import time
+
+    chat = window.chat
+    store = chat._store
+    conv = store.create_conversation("hostile")
+    for i in range(30):
+        store.add_message(conv.id, "user", f"question {i}")
+        store.add_message(conv.id, "assistant", ("![" * 1400 + "\n\n") * 3 + "[" * 2000)
+    chat._refresh_list()
+    started = time.perf_counter()
+    chat.select_conversation(conv.id)
+    opened_s = time.perf_counter() - started
+    assert opened_s < RENDER_CALL_LIMIT_S, f"opening took {opened_s:.3f} s on the GUI thread"
+    worst = 0.0
+    while chat.rendering:
+        with qtbot.waitSignal(chat._drain_timer.timeout, timeout=5000):
+            pass
+        worst = max(worst, chat.last_drain_s)
+    assert worst < RENDER_CALL_LIMIT_S, f"one turn of rendering took {worst:.3f} s"
+    last = chat.message_views[-1]
+    assert last.render_complete and last.body.toPlainText().startswith("![")

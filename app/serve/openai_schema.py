@@ -246,8 +246,9 @@ def to_sampling(request: _Common, defaults: Defaults, choice_index: int) -> Samp
     if request.seed is not None:
         seed = (request.seed + choice_index) % (2**63)  # the engine's seed range
     max_new = request.max_new_tokens() or defaults.max_tokens
+    stop = d.stop if request.stop is None else request.stop_list()  # "stop": [] means none at all
     try:
         return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                              max_new_tokens=max_new, stop=request.stop_list(), ignore_eos=request.ignore_eos)
+                              max_new_tokens=max_new, stop=stop, ignore_eos=request.ignore_eos)
     except ValueError as exc:
         raise APIError(400, str(exc)) from None

@@ -166,6 +166,9 @@ class Generation:
 
     async def __aenter__(self) -> "Generation":
         s = self.session
+        if len(self.subs) > s.max_pending:  # would never fit: retrying cannot help, so not a 429
+            raise APIError(400, f"this request needs {len(self.subs)} engine requests (prompts x n); the server "
+                                f"takes at most {s.max_pending} at once", param="n")
         with s._lock:
             if len(s._pending) + len(self.subs) > s.max_pending:
                 raise APIError(429, f"the server's queue is full ({s.max_pending} requests in flight); "

@@ -298,9 +298,9 @@ def test_full_queue_is_429(served):
     old_limit, old_config = session.max_pending, engine.config
     session.max_pending = 12
     try:
-        # more choices than the queue holds: refused before anything is submitted
-        err = _assert_error_shape(post(served, "/completions", {"prompt": "x", "max_tokens": 2, "n": 13}), 429)
-        assert err["code"] == "queue_full"
+        # more choices than the queue could ever hold: a 400 (retrying cannot help), nothing submitted
+        err = _assert_error_shape(post(served, "/completions", {"prompt": "x", "max_tokens": 2, "n": 13}), 400)
+        assert err["param"] == "n"
         # 12 long requests, one at a time (batching off): seconds of work holding every slot
         engine.reconfigure(old_config.with_(batching=BatchingConfig(enabled=False)))
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 480, "n": 12, "stream": True, **NO_EOS}

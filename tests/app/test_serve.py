@@ -532,3 +532,26 @@ def test_listening_socket_is_tcp_with_nodelay():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         sock.close()
+
+
+def test_no_model_or_a_stopped_engine_is_503():
+    from app.serve.runner import ServerThread
+    from app.serve.session import ServeSession
+    from engine.engine import Engine
+    from engine.event_hub import EventHub
+
+    engine = Engine(None).start()  # no model loaded
+    hub = EventHub(engine.events).start()
+    server = ServerThread(ServeSession(engine, hub), "127.0.0.1", 0).start()
+    try:
+        url = f"{server.url}/v1/chat/completions"
+        assert httpx.get(f"{server.url}/health").status_code == 503
+        err = _assert_error_shape(httpx.post(url, json={"messages": CHAT}), 503)
+        assert err["code"] == "model_not_loaded"
+        assert engine.shutdown()
+        err = _assert_error_shape(httpx.post(url, json={"messages": CHAT}), 503)
+        assert err["code"] == "engine_stopped"
+    finally:
+        assert server.stop()
+        engine.shutdown()
+        hub.stop()

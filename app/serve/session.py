@@ -45,6 +45,30 @@ class SubRequest:
     request: GenerateRequest
 
 
+class LoopHandoff:
+    """Hands events from the hub thread to the server's event loop with one wake-up per burst:
+    a step's events for every stream arrive together, so the loop is woken once, not once per
+    event (each wake-up is a system call and a trip through the interpreter lock)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[Callable, object]] = []
+
+    def send(self, put: Callable, item: object) -> None:
+        with self._lock:
+            wake = not self._items
+            self._items.append((put, item))
+        if wake:
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for put, item in items:
+            put(item)
+
+
 class ServeSession:
     def __init__(self, engine: Engine, hub: EventHub, *, model_info: ev.ModelInfo | None = None,
                  config: EngineConfig | None = None, served_model_name: str | None = None,
@@ -63,6 +87,7 @@ class ServeSession:
         self._state = ev.EngineState.IDLE
         self._pending: set[str] = set()
         self._clients = 0
+        self._handoffs: dict[asyncio.AbstractEventLoop, LoopHandoff] = {}
         self.metrics = ServeMetrics()
         if model_info is not None:
             self._set_model(model_info)
@@ -144,6 +169,13 @@ class ServeSession:
             raise APIError(404, f"The model `{model}` does not exist; this server serves `{self.model_id}`",
                            param="model", code="model_not_found")
 
+    def handoff(self, loop: asyncio.AbstractEventLoop) -> LoopHandoff:
+        """The hand-off to `loop` (one per event loop: the server has one)."""
+        with self._lock:
+            if loop not in self._handoffs:
+                self._handoffs[loop] = LoopHandoff(loop)
+            return self._handoffs[loop]
+
     def new_request_id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}"
 
@@ -174,11 +206,10 @@ class Generation:
                 raise APIError(429, f"the server's queue is full ({s.max_pending} requests in flight); "
                                     "retry later", type="rate_limit_exceeded", code="queue_full")
             s._pending.update(self._ids)
-        loop = asyncio.get_running_loop()
+        handoff = s.handoff(asyncio.get_running_loop())
         put = self.queue.put_nowait
         for sub in self.subs:
-            s.hub.subscribe(sub.request.request_id,
-                            lambda e, i=sub.index: loop.call_soon_threadsafe(put, (i, e)))
+            s.hub.subscribe(sub.request.request_id, lambda e, i=sub.index: handoff.send(put, (i, e)))
         try:
             for sub in self.subs:
                 s.engine.submit(sub.request)

@@ -43,7 +43,7 @@ class CompareBridge(QObject):
     step_completed = Signal(int, object)  # column, ev.StepCompleted
     request_finished = Signal(int, object)  # column, ev.RequestFinished
     run_started = Signal(int, object)  # column, CompareJob
-    run_recorded = Signal(int, object)  # column, compare_model.RunRecord
+    run_recorded = Signal(int, object)  # column, ui.viewmodels.compare_records.RunRecord
     comparison_started = Signal(object)  # Comparison
     comparison_finished = Signal(object)  # Comparison (finished or cancelled)
 

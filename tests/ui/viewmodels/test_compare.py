@@ -1,4 +1,4 @@
-"""compare_model: per-run records from engine events, medians over repeats, ratios against the
+"""ui.viewmodels.compare: per-run records from engine events, medians over repeats, ratios against the
 baseline, agreement, and reports that carry every configuration and figure (no Qt, no model)."""
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from the torch handlers so they can be tested with plain data.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import os
 import statistics
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from engine.runner import cache_argument
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,11 @@ def simulate_acceptance(continuation: list[list[int]], proposals: list[list[list
 
 # ------------------------------------------------------------ torch handlers
 
-_CACHE_KWARG: dict[type, str] = {}
-
-
 def forward(model, input_ids: torch.Tensor, cache: DynamicCache | None = None, logits_to_keep: int = 0) -> torch.Tensor:
     """Logits ``[batch, seq or logits_to_keep, vocab]``; ``cache`` (if any) is extended in place."""
     kwargs: dict = {"input_ids": input_ids, "logits_to_keep": logits_to_keep}
     if cache is not None:
-        cls = type(model)
-        if cls not in _CACHE_KWARG:  # transformers renamed past_key_values -> cache in 5.2x
-            params = inspect.signature(cls.forward).parameters
-            _CACHE_KWARG[cls] = "cache" if "cache" in params else "past_key_values"
-        kwargs[_CACHE_KWARG[cls]] = cache
+        kwargs[cache_argument(type(model))] = cache
         kwargs["use_cache"] = True
     return model(**kwargs).logits
 

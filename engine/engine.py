@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from engine import events as ev
 from engine.config import EngineConfig, GenerateRequest, ModelSpec
 from engine.events import EngineState, FinishReason, now_s
+from engine.fastpath import StepInterrupted
 from engine.models import LoadedModel, ModelLoadError
 from engine.quant import QuantisationUnavailable
 
@@ -169,6 +170,8 @@ class Engine:
                     running = self._handle(cmd)
                 if running and core.has_work():
                     core.step()
+            except StepInterrupted:
+                continue  # shutting down: the stop command is next in the queue
             except Exception as exc:  # noqa: BLE001 - the loop must survive and report
                 log.exception("engine step failed")
                 core.step_failed(exc, traceback.format_exc())

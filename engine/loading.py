@@ -59,7 +59,8 @@ class ModelHost:
         """New weights: everything computed with the old ones is stale (requests re-prefill)."""
         old = self.loaded
         self.loaded = loaded
-        self.runner = ModelRunner(loaded.model, loaded.device, loaded.tokenizer.pad_token_id)
+        self.runner = ModelRunner(loaded.model, loaded.device, loaded.tokenizer.pad_token_id,
+                                  interrupt=self.stop_event)
         self._drop_cache()
         self.prefix_cache.clear()
         del old

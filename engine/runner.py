@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -17,34 +18,51 @@ class RowInput:
     num_logits: int  # logits wanted for the last num_logits of those tokens (0 = none)
 
 
-def _cache_argument(model: torch.nn.Module) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+def cache_argument(model_or_class) -> str:
+    """The name transformers' forward takes the cache under (renamed past_key_values -> cache in 5.2x)."""
+    forward = model_or_class.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, device: torch.device, pad_token_id: int,
-                 cpu_threads: int | None = None) -> None:
+                 cpu_threads: int | None = None, *, fast_path: bool = True,
+                 interrupt: "threading.Event | None" = None) -> None:
         self.model = model
+        from engine.fastpath import fast_forward_for
+
+        # our own forward for the Llama family (same arithmetic, none of the dispatch); others
+        # run transformers' forward
+        self.fast = fast_forward_for(model, interrupt) if fast_path else None
         # Small models on CPU run faster on one thread: their matmuls are too small to pay for
         # OpenMP's fork/join (the bundled draft: 1.8 ms vs 2.5 ms per step on 2 cores).
         self.cpu_threads = cpu_threads if device.type == "cpu" else None
         self.device = device
         self.pad_token_id = pad_token_id
-        self._cache_kw = _cache_argument(model)
+        self._cache_kw = cache_argument(model)
         from transformers import DynamicCache
 
         self._cache_cls = DynamicCache
 
-    def _forward(self, **kwargs):
+    def _forward(self, fn, **kwargs):
         if self.cpu_threads is None:
-            return self.model(**kwargs)
+            return fn(**kwargs)
         before = torch.get_num_threads()
         torch.set_num_threads(self.cpu_threads)
         try:
-            return self.model(**kwargs)
+            return fn(**kwargs)
         finally:
             torch.set_num_threads(before)
+
+    def _empty_layers(self, batch: int) -> list:
+        """Empty buffer layers for a forward that starts with no cache (the fast path needs them)."""
+        cfg = self.model.config
+        heads = cfg.num_key_value_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dtype = self.fast.embed.weight.dtype
+        return [BufferLayer(torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device),
+                            torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device), 0)
+                for _ in range(cfg.num_hidden_layers)]
 
     @torch.inference_mode()
     def step_cached(self, rows: list[RowInput], kv: BatchKV) -> dict[str, torch.Tensor]:
@@ -81,18 +99,27 @@ class ModelRunner:
             attention_mask = None  # no holes anywhere: the model's plain causal path is exact and fastest
         else:
             attention_mask = torch.cat([old_valid, new_valid], dim=1).long().to(self.device)
-        cache = self._wrap_cache(past, kv.width)
         want = max((r.num_logits for r in rows), default=0)
-        out = self._forward(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask,
-            position_ids=positions.to(self.device),
-            use_cache=True,
-            logits_to_keep=max(want, 1),
-            **{self._cache_kw: cache},
-        )
-        kv.absorb([_buffers_of(layer) for layer in cache.layers], kv.width + t, new_valid)
-        logits = out.logits  # [batch, max(want,1), vocab]
+        if self.fast is not None:
+            layers = [BufferLayer(k, v, kv.width) for k, v in past] if past else self._empty_layers(b)
+            logits = self._forward(self.fast, input_ids=input_ids.to(self.device),
+                                   position_ids=positions.to(self.device),
+                                   valid=None if attention_mask is None else attention_mask.bool(),
+                                   cache_layers=layers, logits_to_keep=max(want, 1))
+        else:
+            cache = self._wrap_cache(past, kv.width)
+            logits = self._forward(
+                self.model,
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask,
+                position_ids=positions.to(self.device),
+                use_cache=True,
+                logits_to_keep=max(want, 1),
+                **{self._cache_kw: cache},
+            ).logits
+            layers = cache.layers
+        kv.absorb([_buffers_of(layer) for layer in layers], kv.width + t, new_valid)
+        # logits: [batch, max(want,1), vocab]
         result: dict[str, torch.Tensor] = {}
         for i, row_id in enumerate(order):
             row = by_id.get(row_id)
@@ -123,14 +150,20 @@ class ModelRunner:
             mask[i, t - m:] = 1
             positions[i, t - m:] = torch.arange(m)
         want = max((r.num_logits for r in rows), default=1)
-        out = self._forward(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            use_cache=False,
-            logits_to_keep=max(want, 1),
-        )
-        logits = out.logits
+        if self.fast is not None:
+            logits = self._forward(self.fast, input_ids=input_ids.to(self.device),
+                                   position_ids=positions.to(self.device),
+                                   valid=None if bool(mask.all()) else mask.bool(),
+                                   cache_layers=self._empty_layers(b), logits_to_keep=max(want, 1))
+        else:
+            logits = self._forward(
+                self.model,
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=False,
+                logits_to_keep=max(want, 1),
+            ).logits
         return {
             row.row_id: logits[i, logits.shape[1] - row.num_logits:].float()
             for i, row in enumerate(rows)

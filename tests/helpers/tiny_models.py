@@ -137,3 +137,44 @@ def perturbed_copy(src: Path, dst: Path, *, noise: float, seed: int = 7, layers:
     model.save_pretrained(dst)
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)
     return dst
+
+
+def build_qwen2(out_dir: Path, *, seed: int = 2) -> Path:
+    """A Qwen2 (biases on q/k/v, grouped-query attention): the fast path's other shape."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(out_dir)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True, use_sliding_window=False,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():  # random biases, so the fused bias path really is exercised
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    _sharpen(model)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_mistral(out_dir: Path, *, seed: int = 4) -> Path:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(out_dir)
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=512, sliding_window=None,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = MistralForCausalLM(config)
+    _sharpen(model)
+    model.save_pretrained(out_dir)
+    return out_dir

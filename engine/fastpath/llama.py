@@ -1,0 +1,165 @@
+"""A lean forward for the Llama family (Llama, Mistral, Qwen2) over the model's own weights.
+
+transformers' forward spends most of a small model's decode step outside the matmuls: module
+dispatch, mask building, output capturing. This one is the same arithmetic in the same order
+(so greedy output equals the transformers forward's) with fused QKV and gate/up projections
+(one weight read instead of three/two) and none of the dispatch. Rows of different lengths
+and holes use one boolean mask; a hole-free batch uses the kernel's own causal path.
+
+The fused weights replace the modules' parameters by views into them: no second copy, and
+the transformers forward (the fallback, and every peer) keeps working on the same storage.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = {"llama", "mistral", "qwen2"}
+_FUSE_LOCK = threading.Lock()  # engines sharing one model (engine.pool) fuse it once
+
+
+def fast_forward_for(model: torch.nn.Module, interrupt: threading.Event | None = None) -> "LlamaFastForward | None":
+    """The fast forward for this model, or None when it is not a plain Llama-family model."""
+    reason = unsupported_reason(model)
+    return None if reason else LlamaFastForward(model, interrupt)
+
+
+def unsupported_reason(model: torch.nn.Module) -> str | None:
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in SUPPORTED:
+        return "not a Llama-family model"
+    if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "mlp_bias", False):
+        return "activation or MLP bias differs"
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) and \
+            cfg.model_type != "llama" and (cfg.sliding_window or 0) < (cfg.max_position_embeddings or 0):
+        return "sliding-window attention"
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not layers or not hasattr(model.model, "rotary_emb"):
+        return "unexpected module layout"
+    for layer in layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        for lin in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+            if type(lin) is not torch.nn.Linear:  # bitsandbytes layers and the like
+                return "quantised or custom linear layers"
+    if type(model.lm_head) is not torch.nn.Linear:
+        return "custom output head"
+    return None
+
+
+def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One [sum(out), in] weight whose row blocks become the modules' weights (views)."""
+    weight = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+    has_bias = [lin.bias is not None for lin in linears]
+    bias = torch.cat([lin.bias.detach() for lin in linears], dim=0) if all(has_bias) else None
+    if any(has_bias) and bias is None:
+        raise ValueError("mixed biases")
+    start = 0
+    for lin in linears:
+        n = lin.weight.shape[0]
+        lin.weight.data = weight[start:start + n]
+        if bias is not None:
+            lin.bias.data = bias[start:start + n]
+        start += n
+    return weight, bias
+
+
+class _Layer:
+    __slots__ = ("in_norm", "post_norm", "eps_in", "eps_post", "w_qkv", "b_qkv", "w_o", "w_gu", "w_down",
+                 "n_q", "n_kv", "heads", "kv_heads", "head_dim", "scale", "inter")
+
+
+class StepInterrupted(Exception):
+    """The engine is shutting down: the forward stopped between layers (its cache is discarded)."""
+
+
+class LlamaFastForward:
+    def __init__(self, model: torch.nn.Module, interrupt: threading.Event | None = None) -> None:
+        cfg = model.config
+        self.model = model
+        self.embed = model.model.embed_tokens
+        self.rotary = model.model.rotary_emb
+        self.norm = model.model.norm
+        self.lm_head = model.lm_head
+        self.layers: list[_Layer] = []
+        with _FUSE_LOCK, torch.no_grad():
+            fused = getattr(model, "_workbench_fused", None)
+            if fused is None:
+                fused = []
+                for layer in model.model.layers:
+                    a, m = layer.self_attn, layer.mlp
+                    fused.append((_fuse([a.q_proj, a.k_proj, a.v_proj]), _fuse([m.gate_proj, m.up_proj])))
+                model._workbench_fused = fused
+        for layer, ((w_qkv, b_qkv), (w_gu, _)) in zip(model.model.layers, fused):
+            a = layer.self_attn
+            L = _Layer()
+            L.in_norm, L.eps_in = layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon
+            L.post_norm, L.eps_post = layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
+            L.w_qkv, L.b_qkv, L.w_o = w_qkv, b_qkv, a.o_proj.weight
+            L.w_gu, L.w_down = w_gu, layer.mlp.down_proj.weight
+            L.head_dim = a.head_dim
+            L.heads = cfg.num_attention_heads
+            L.kv_heads = cfg.num_key_value_heads
+            L.n_q, L.n_kv = L.heads * L.head_dim, L.kv_heads * L.head_dim
+            L.scale = a.scaling
+            L.inter = layer.mlp.gate_proj.weight.shape[0]
+            self.layers.append(L)
+        self.norm_eps = self.norm.variance_epsilon
+        self.interrupt = interrupt  # checked between layers: a long prefill stops within one layer
+
+    def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
+                 cache_layers: list, logits_to_keep: int) -> torch.Tensor:
+        """input_ids, position_ids: [B, T]; valid: [B, W + T] bool (None = no holes anywhere);
+        cache_layers: one object per layer with update(k, v) -> (all keys, all values), as the
+        engine's buffer layers. Returns logits [B, logits_to_keep, vocab]."""
+        x = self.embed(input_ids)  # [B, T, hidden]
+        b, t = input_ids.shape
+        cos, sin = self.rotary(x, position_ids)  # [B, T, head_dim]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        past = cache_layers[0].length if cache_layers else 0
+        mask = None
+        causal = False
+        if valid is not None or (t > 1 and past > 0):
+            cols = torch.arange(past + t, device=x.device)
+            rows = torch.arange(t, device=x.device) + past
+            mask = (cols[None, :] <= rows[:, None])[None, None]  # [1, 1, T, W+T]
+            if valid is not None:
+                mask = mask & valid.to(x.device)[:, None, None, :]
+        elif t > 1:
+            causal = True
+        for L, cache in zip(self.layers, cache_layers):
+            if self.interrupt is not None and self.interrupt.is_set():
+                raise StepInterrupted()
+            h = _rms(x, L.in_norm, L.eps_in)
+            qkv = F.linear(h, L.w_qkv, L.b_qkv)
+            q = qkv[..., :L.n_q].view(b, t, L.heads, L.head_dim).transpose(1, 2)
+            k = qkv[..., L.n_q:L.n_q + L.n_kv].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
+            v = qkv[..., L.n_q + L.n_kv:].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.update(k, v)
+            if L.kv_heads != L.heads:
+                groups = L.heads // L.kv_heads
+                keys = keys.repeat_interleave(groups, dim=1)
+                values = values.repeat_interleave(groups, dim=1)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, scale=L.scale)
+            x = x + F.linear(o.transpose(1, 2).reshape(b, t, L.n_q), L.w_o)
+            h = _rms(x, L.post_norm, L.eps_post)
+            gu = F.linear(h, L.w_gu)
+            x = x + F.linear(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down)
+        x = _rms(x[:, -logits_to_keep:], self.norm.weight, self.norm_eps)
+        return self.lm_head(x)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # as LlamaRMSNorm: the statistics in float32, the scale in the input dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

@@ -164,7 +164,7 @@ def test_real_nf4_column_runs_and_any_divergence_is_highlighted(qtbot, make_view
 
 def test_divergence_highlighting_path_with_synthetic_tokens(qtbot):
     """The view highlights both columns from the first differing token (synthetic pair)."""
-    from tests.ui.viewmodels.test_compare import BASE, NF4, feed_run
+    from tests.helpers.compare_runs import BASE, NF4, feed_run
 
     bridge = CompareBridge()
     view = CompareView(bridge, "tiny")

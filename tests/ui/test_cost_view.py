@@ -87,7 +87,7 @@ def test_too_little_data_is_refused_not_compared(view, qtbot, clock):
 
 
 def test_a_compare_run_can_be_the_baseline(view, qtbot, clock):
-    from tests.ui.viewmodels.test_compare import BASE, KV, feed_run
+    from tests.helpers.compare_runs import BASE, KV, feed_run
     from ui.viewmodels.compare import Comparison
 
     button = view.findChild(QToolButton, "cost_compare_baseline_button")

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication, QFrame, QLabel, QPushButton, QScroll
 
 from app.gui import add_views
 from tests.helpers.engine_timeline import T0, step
-from tests.ui.viewmodels.test_compare import BASE, KV, NF4, feed_run
+from tests.helpers.compare_runs import BASE, KV, NF4, feed_run
 from ui.viewmodels.compare import Comparison
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")

@@ -12,6 +12,7 @@ import threading
 from app.cli_types import check_device, fail, int_range, non_empty
 
 API_KEY_ENV = "WORKBENCH_API_KEY"
+_STOP = object()  # put on the event queue by Ctrl+C / SIGTERM
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(spec, engine_config(args))
     hub = EventHub(engine.events)
     loads: queue.Queue = queue.Queue()
-    watch = hub.add_listener(lambda e: loads.put(e) if isinstance(e, (ev.ModelLoaded, ev.EngineErrorEvent))
-                             else None)
+    hub.add_listener(lambda e: loads.put(e) if isinstance(e, (ev.ModelLoaded, ev.EngineErrorEvent)) else None)
     session = ServeSession(engine, hub, config=engine.config, served_model_name=args.served_model_name,
                            default_max_tokens=args.default_max_tokens, max_pending=args.max_queued,
                            api_key=api_key)
@@ -82,9 +82,14 @@ def run(args: argparse.Namespace) -> int:
         server = ServerThread(session, args.host, args.port)  # binds now: a busy port fails before the load
     except OSError as exc:
         fail(prog, f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    stop = threading.Event()
+
+    def on_signal(*_) -> None:
+        # the handler runs on the main thread, maybe inside loads.get() holding the queue's lock:
+        # put from another thread, never from here
+        threading.Thread(target=loads.put, args=(_STOP,), daemon=True).start()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     hub.start()
     engine.start()
     server.start()
@@ -92,18 +97,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"loading {spec.name_or_path} …", file=sys.stderr, flush=True)
         while True:
             event = loads.get()
+            if event is _STOP:
+                return 0
             if isinstance(event, ev.ModelLoaded):
                 break
             print(f"error: {event.message}", file=sys.stderr, flush=True)
             if event.where == ev.ErrorSite.LOAD:
                 return 1
-        hub.remove_listener(watch)
         if args.host not in LOOPBACK and not api_key:
             print(f"warning: listening on {args.host} with no --api-key: anyone who can reach this machine "
                   "can use the model", file=sys.stderr)
         print(f"serving {session.model_id} on {server.url}/v1  (metrics: {server.url}/metrics; "
               f"{engine.config.describe()}; Ctrl+C stops)", flush=True)
-        stop.wait()
+        # until Ctrl+C: say each engine error (a refused draft, a failed step) as it happens
+        while (event := loads.get()) is not _STOP:
+            if isinstance(event, ev.EngineErrorEvent):
+                print(f"engine error ({event.where.value}): {event.message}", file=sys.stderr, flush=True)
         print("stopping …", file=sys.stderr, flush=True)
         return 0
     finally:

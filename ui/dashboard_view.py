@@ -87,7 +87,12 @@ class DashboardView(QWidget):
         pair.setContentsMargins(0, 0, 0, 0)
         pair.addWidget(label("Window", "dashboard_window_label", role="field"))
         pair.addWidget(self.window_combo)
-        for w in (window_pair, self.pause_button, self.reset_button, self.export_csv_button,
+        self.side_toggle = named(QPushButton("Load && cost"), "dashboard_side_toggle",
+                                 "Show the load generator and cost panel",
+                                 "Hide it to give the charts the whole width")
+        self.side_toggle.setCheckable(True)
+        self.side_toggle.setChecked(True)
+        for w in (window_pair, self.pause_button, self.reset_button, self.side_toggle, self.export_csv_button,
                   self.export_png_button, self.export_session_button, self.status):
             toolbar.addWidget(w)
         self.status.setMinimumWidth(0)
@@ -152,6 +157,7 @@ class DashboardView(QWidget):
         self.export_csv_button.clicked.connect(lambda: self._export_with_dialog("csv"))
         self.export_png_button.clicked.connect(lambda: self._export_with_dialog("png"))
         self.export_session_button.clicked.connect(lambda: self._export_with_dialog("json"))
+        self.side_toggle.toggled.connect(self.side_panel.setVisible)  # the charts reflow into the room
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_INTERVAL_MS)
         self.timer.timeout.connect(self._on_timer)

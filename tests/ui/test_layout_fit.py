@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QPushButton, QScrollArea, QWidget
 
 from app.gui import add_views
@@ -130,3 +130,17 @@ def test_dashboard_charts_reflow_to_the_width(qtbot, window):
     shown = [c.plot.getAxis("bottom").style["showValues"] for c in view.time_charts]
     n = chart_columns(view)
     assert shown == [i + n >= len(view.time_charts) for i in range(len(view.time_charts))]
+
+
+def test_hiding_the_side_panel_gives_the_charts_more_columns(qtbot, window):
+    scroller = show_tab(qtbot, window, "Dashboard", SMALL)
+    view = scroller.widget()
+    before = chart_columns(view)
+    toggle = window.findChild(QPushButton, "dashboard_side_toggle")
+    assert toggle.isChecked() and view.side_panel.isVisible()
+    qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chart_columns(view) > before, timeout=5000)
+    assert not view.side_panel.isVisible() and scroller.horizontalScrollBar().maximum() == 0
+    qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chart_columns(view) == before, timeout=5000)
+    assert view.side_panel.isVisible()

@@ -555,3 +555,47 @@ def test_no_model_or_a_stopped_engine_is_503():
         assert server.stop()
         engine.shutdown()
         hub.stop()
+
+
+def test_speculative_counters_under_ngram_speculation(served, reference):
+    """With n-gram speculation switched on live, /metrics counts drafts and accepted tokens from
+    the engine's own step stats, per position too, and greedy output is unchanged."""
+    import queue as queue_mod
+
+    from engine.config import SpeculativeConfig, SpeculativeMode
+
+    prompt = "a horse a horse my kingdom for a horse a horse a horse my kingdom"
+    request = GenerateRequest(prompt=prompt, sampling=SamplingParams(max_new_tokens=24, ignore_eos=True))
+    ref = reference(request)
+    applied: queue_mod.Queue = queue_mod.Queue()
+    handle = served.hub.add_listener(lambda e: applied.put(e) if isinstance(e, ev.ConfigApplied) else None)
+    original = served.engine.config
+    try:
+        served.engine.reconfigure(original.with_(speculative=SpeculativeConfig(mode=SpeculativeMode.NGRAM,
+                                                                                 num_draft_tokens=3)))
+        assert applied.get(timeout=60).config.speculative.mode is SpeculativeMode.NGRAM
+        before = scrape(served.url)
+        r = post(served, "/completions", {"prompt": prompt, "max_tokens": 24, "temperature": 0, **NO_EOS})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == ref.text
+        after = scrape(served.url)
+    finally:
+        served.engine.reconfigure(original)
+        applied.get(timeout=60)
+        served.hub.remove_listener(handle)
+
+    def delta(name, **labels):
+        def value(samples):
+            try:
+                return metric(samples, name, model_name=MODEL, **labels)
+            except AssertionError:  # a labelled series that did not exist yet
+                return 0.0
+        return value(after) - value(before)
+
+    drafts = delta("vllm:spec_decode_num_drafts_total")
+    drafted = delta("vllm:spec_decode_num_draft_tokens_total")
+    accepted = delta("vllm:spec_decode_num_accepted_tokens_total")
+    per_pos = [delta("vllm:spec_decode_num_accepted_tokens_per_pos_total", position=str(i)) for i in range(3)]
+    assert drafts > 0 and 0 <= accepted <= drafted <= 3 * drafts
+    assert sum(per_pos) == accepted
+    assert per_pos == sorted(per_pos, reverse=True)  # position i+1 is accepted only after position i
+    assert metric(after, "workbench:config_info", speculative="ngram") == 1

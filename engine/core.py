@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -21,7 +21,16 @@ from engine.events import FinishReason, TokenOrigin, now_s
 from engine.kv import PrefixCache
 from engine.kv_manager import KVManager, make_kv_manager
 from engine.loading import ModelHost
-from engine.metrics import SlidingRate, SpecStats, StepStats, accelerator_bytes, process_rss_bytes, request_stats
+from engine.metrics import (
+    RowActivity,
+    SlidingRate,
+    SpecStats,
+    StepPhases,
+    StepStats,
+    accelerator_bytes,
+    process_rss_bytes,
+    request_stats,
+)
 from engine.models import LoadedModel, ModelLoadError, context_length, embedding_rows
 from engine.prompts import encode_request
 from engine.runner import ModelRunner, RowInput
@@ -231,21 +240,26 @@ class EngineCore(ModelHost):
         if not plan:
             return
         self._plan_ids = tuple(e.seq.request_id for e in plan.entries)
+        t_sched = time.perf_counter()
         drafts = self._propose(plan)
+        t_draft = time.perf_counter()
         rows = [RowInput(e.seq.request_id, self.kv.tokens_to_compute(e) + drafts.get(e.seq.request_id, []),
                          (1 + len(drafts.get(e.seq.request_id, []))) if e.completes else 0)
                 for e in plan.entries]
         prefill = self._count_prefill(plan)
         t_fwd = time.perf_counter()
         logits = self.kv.forward(self.runner, plan, rows)
-        forward_s = time.perf_counter() - t_fwd
+        t_verify = time.perf_counter()
         outputs = {e.seq.request_id: self._verify_or_sample(e, drafts, logits) for e in plan.entries if e.completes}
+        t_host = time.perf_counter()
         self.scheduler.update(plan, {rid: RowOutcome(o.num_draft_kept) for rid, o in outputs.items()},
                               cache_kept=self.kv.keeps_cache)
         for rid, out in outputs.items():
             if out.num_rejected:
                 self.kv.reject_tail(rid, out.num_rejected)
-        self._emit_step(plan, outputs, prefill, forward_s, cached_now, t0)
+        phases = StepPhases(schedule_s=t_sched - t0, draft_s=t_draft - t_sched, forward_s=t_verify - t_fwd,
+                            verify_s=t_host - t_verify, host_s=t_fwd - t_draft)  # + emit time, added there
+        self._emit_step(plan, outputs, prefill, phases, cached_now, t0, t_host)
 
     def _adopt_prefix_hits(self) -> int:
         waiting = list(self.scheduler.waiting)[: self.config.batching.effective_max_batch]
@@ -311,20 +325,31 @@ class EngineCore(ModelHost):
         return VerifyResult(token_ids=[token], origins=[TokenOrigin.TARGET], stats=SpecStats(), num_rejected=0)
 
     def _emit_step(self, plan: SchedulePlan, outputs: dict[str, VerifyResult], prefill: dict[str, int],
-                   forward_s: float, cached_now: int, t0: float) -> None:
+                   phases: StepPhases, cached_now: int, t0: float, t_host: float) -> None:
         t_emit = now_s()
         committed = 0
         step_spec = SpecStats()
+        activity = []
         for rid in prefill:
-            self._reqs[rid].prefill_time_s += forward_s
-        for rid, out in outputs.items():
-            req = self._reqs[rid]
-            if out.stats.num_drafts:
-                req.spec = req.spec.merged(out.stats)
-                step_spec = step_spec.merged(out.stats)
-            committed += self._append_tokens(req, out.token_ids, out.origins, t_emit)
+            self._reqs[rid].prefill_time_s += phases.forward_s
+        for entry in plan.entries:
+            rid = entry.seq.request_id
+            out = outputs.get(rid)
+            n = 0
+            if out is not None:
+                req = self._reqs[rid]
+                if out.stats.num_drafts:
+                    req.spec = req.spec.merged(out.stats)
+                    step_spec = step_spec.merged(out.stats)
+                n = self._append_tokens(req, out.token_ids, out.origins, t_emit)
+                committed += n
+            activity.append(RowActivity(
+                request_id=rid, num_prefill_tokens=prefill.get(rid, 0), num_output_tokens=n,
+                num_drafted=out.stats.num_draft_tokens if out is not None else 0,
+                num_accepted=out.stats.num_accepted_tokens if out is not None else 0,
+                finished=rid not in self._reqs))
         if self.spec is not None:
-            self.spec.after_step(forward_s)
+            self.spec.after_step(phases.forward_s)
         self.rate.add(t_emit, committed)
         self._plan_ids = ()
         if self._suspects:
@@ -333,9 +358,13 @@ class EngineCore(ModelHost):
             if not self._suspects:
                 self.scheduler.max_batch_override = None  # culprit gone or never found: batch again
         self.kv.after_step()
-        step_s = time.perf_counter() - t0
-        self.emit(ev.StepCompleted(stats=self._step_stats(t_emit, step_s, len(plan.entries), sum(prefill.values()),
-                                                          committed, step_spec, cached_now)))
+        stats = self._step_stats(t_emit, len(plan.entries), sum(prefill.values()), committed, step_spec, cached_now)
+        t_end = time.perf_counter()
+        phases = replace(phases, host_s=phases.host_s + (t_end - t_host))
+        self.emit(ev.StepCompleted(stats=replace(
+            stats, step_time_s=t_end - t0, phases=phases, rows=tuple(activity),
+            waiting_ids=tuple(s.request_id for s in self.scheduler.waiting),
+            preempted_ids=tuple(s.request_id for s in plan.preempted))))
 
     def _append_tokens(self, req: Request, new_ids: list[int], origins: list[TokenOrigin], t: float) -> int:
         seq, sampling = req.seq, req.request.sampling
@@ -394,12 +423,12 @@ class EngineCore(ModelHost):
     def _max_context(self) -> int | None:
         return context_length(self.loaded.model.config) if self.loaded else None
 
-    def _step_stats(self, t: float, step_s: float, batch: int, prefill: int, committed: int,
+    def _step_stats(self, t: float, batch: int, prefill: int, committed: int,
                     spec: SpecStats, cached_now: int) -> StepStats:
         kv_bytes = self.kv.nbytes + (self.spec.kv_bytes() if self.spec is not None else 0)
         return StepStats(
             timestamp_s=t,
-            step_time_s=step_s,
+            step_time_s=0.0,  # set when the step's last part is timed
             batch_size=batch,
             num_waiting=len(self.scheduler.waiting),
             num_prefill_tokens=prefill,

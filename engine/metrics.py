@@ -130,6 +130,33 @@ def request_stats(
 
 
 @dataclass(frozen=True)
+class StepPhases:
+    """Where a step's wall time went, measured around each part (they partition the step)."""
+
+    schedule_s: float = 0.0  # planning, prefix lookups, preemption
+    draft_s: float = 0.0  # the drafter's proposals
+    forward_s: float = 0.0  # the target's forward (prefill chunks, decode, verification rows)
+    verify_s: float = 0.0  # accepting drafts / sampling tokens
+    host_s: float = 0.0  # building inputs, bookkeeping, detokenising, emitting
+
+    @property
+    def total_s(self) -> float:
+        return self.schedule_s + self.draft_s + self.forward_s + self.verify_s + self.host_s
+
+
+@dataclass(frozen=True)
+class RowActivity:
+    """What one request did in one step (a lane of the step timeline)."""
+
+    request_id: str
+    num_prefill_tokens: int = 0  # prompt tokens computed this step
+    num_output_tokens: int = 0  # tokens committed this step (0 during a prefill chunk)
+    num_drafted: int = 0
+    num_accepted: int = 0
+    finished: bool = False
+
+
+@dataclass(frozen=True)
 class StepStats:
     timestamp_s: float
     step_time_s: float
@@ -145,6 +172,10 @@ class StepStats:
     tokens_per_s: float  # engine-wide, sliding window
     spec: SpecStats = field(default_factory=SpecStats)
     spec_advice: object = None  # engine.spec.advisor.Advice while speculative decoding is on
+    phases: StepPhases = field(default_factory=StepPhases)
+    rows: tuple[RowActivity, ...] = ()  # one per request computed this step
+    waiting_ids: tuple[str, ...] = ()  # requests queued, not computed this step
+    preempted_ids: tuple[str, ...] = ()  # sent back to the queue this step
     prefix_cache_hits: int = 0  # lookups that found a cached prefix, since the engine started
     prefix_cache_misses: int = 0
     num_cached_prompt_tokens: int = 0  # prompt tokens adopted from the prefix cache this step

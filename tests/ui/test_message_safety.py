@@ -48,9 +48,15 @@ def _click_text(qtbot, view: MessageView, needle: str) -> None:
 
 
 def test_a_local_image_named_by_the_model_is_never_loaded(qtbot, tmp_path):
+    import os
+
     secret = _png(tmp_path / "secret.png")
     url = QUrl.fromLocalFile(str(secret)).toString()
-    view = _view(qtbot, f"look: ![a cat]({url}) and ![zero](file:///dev/zero)\n\n<img src=\"{url}\">")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # reading it would block the GUI thread for ever
+    fifo_url = QUrl.fromLocalFile(str(fifo)).toString()
+    view = _view(qtbot, f"look: ![a cat]({url}) and ![zero](file:///dev/zero) ![p]({fifo_url})"
+                        f"\n\n<img src=\"{url}\">")
     doc = view.body.document()
     for name in (url, "file:///etc/passwd"):  # asking the document loads nothing either
         res = doc.resource(QTextDocument.ResourceType.ImageResource, QUrl(name))

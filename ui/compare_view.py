@@ -160,10 +160,11 @@ class CompareView(QWidget):
         s_head.addWidget(self.export_md_button)
         s_head.addWidget(self.export_json_button)
         self.footer = named(QWidget(), "compare_footer", "Comparison status and colour legend")
-        foot = FlowLayout(self.footer, spacing=16)  # a long status wraps; the legend moves below it
+        foot = QHBoxLayout(self.footer)
         foot.setContentsMargins(0, 0, 0, 0)
-        self.status.setWordWrap(True)
-        foot.addWidget(self.status)
+        foot.setSpacing(16)
+        self.status.setWordWrap(True)  # a long verdict wraps rather than widening the tab
+        foot.addWidget(self.status, 1)
         foot.addWidget(self.legend)
 
         layout = QVBoxLayout(self)

@@ -407,7 +407,7 @@ class ChatView(QWidget):
             self._settings.set_sampling(self._sampling_model, self.settings.sampling_params())
 
     # ------------------------------------------------------------------ internals
-    def _submit(self) -> str:
+    def _submit(self) -> str | None:
         conv = self._store.conversation(self._conversation_id)
         system = conv.system_prompt.strip() if conv is not None else ""
         turns = [(m.role, m.content) for m in self._store.messages(self._conversation_id)
@@ -422,7 +422,12 @@ class ChatView(QWidget):
         view = MessageView("assistant", theme=self._theme)
         view.set_colour_tokens(self.colour_toggle.isChecked())
         self._add_view(view)
-        rid = self._bridge.submit(GenerateRequest(messages=fitted.messages, sampling=sampling, tag=REQUEST_TAG))
+        try:
+            rid = self._bridge.submit(GenerateRequest(messages=fitted.messages, sampling=sampling, tag=REQUEST_TAG))
+        except (ValueError, TypeError, RuntimeError) as exc:  # refused at the edge, or the engine is shut down
+            view.finish("", {}, self._config_dict(""), error=f"not sent: {exc}")
+            self._update_actions()
+            return None
         self._pending = _Pending(rid, self._conversation_id, view, messages=fitted.messages,
                                  dropped=fitted.dropped)
         self._render_timer.setInterval(RENDER_INTERVAL_MS)

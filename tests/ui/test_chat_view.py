@@ -349,3 +349,14 @@ def test_send_and_the_colour_toggle_are_on_screen_at_small_sizes(qtbot, window, 
         assert w.visibleRegion().boundingRect().size() == w.size(), f"{w.objectName()} cut at {size}"
     for area in (tab, panel):
         assert not area.horizontalScrollBar().isVisible(), f"{area.objectName()} scrolls sideways at {size}"
+
+
+def test_a_message_the_engine_cannot_take_is_an_inline_error(qtbot, window):
+    window.bridge.shutdown()  # e.g. the engine is gone while the window is still up
+    chat = window.chat
+    qtbot.keyClicks(chat.composer.input, "anyone?")
+    qtbot.keyClick(chat.composer.input, Qt.Key.Key_Return)
+    answer = chat.message_views[-1]
+    assert answer.role == "assistant" and "not sent" in answer.error_label.text()
+    assert not chat.is_generating and chat.composer.send_button.isEnabled()
+    assert [m.role for m in chat._store.messages(chat.conversation_id)] == ["user"]

@@ -19,6 +19,7 @@ from tests.helpers.remote_servers import (
     finished,
     independent_counter,
     server_model_dir,
+    vllm_model_dir,
     start_transformers_serve,
     start_vllm,
     wait_for,
@@ -37,8 +38,8 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm(model_dir, tmp_path_factory):
-    server = start_vllm(model_dir, tmp_path_factory.mktemp("vllm-log"))
+def vllm(tmp_path_factory):
+    server = start_vllm(vllm_model_dir(tmp_path_factory.mktemp("vllm-llama")), tmp_path_factory.mktemp("vllm-log"))
     try:
         yield server
     finally:

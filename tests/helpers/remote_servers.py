@@ -43,12 +43,18 @@ def require_vllm() -> Path:
     return root
 
 
-def server_model_dir(root: Path) -> Path:
+def server_model_dir(root: Path, *, hidden: int = 64, layers: int = 2) -> Path:
     """A tiny random Llama whose head size (64) vLLM's CPU kernels take; untied embeddings so
     greedy text varies instead of echoing the last token."""
     from tests.helpers.tiny_models import build_llama
 
-    return build_llama(root, seed=0, head_dim=64, tie=False)
+    return build_llama(root, seed=0, head_dim=64, tie=False, hidden=hidden, layers=layers)
+
+
+def vllm_model_dir(root: Path) -> Path:
+    """Larger (20M parameters): a 460-token answer takes vLLM on one core about 2 s, so an abort
+    lands mid-answer even when its API server delivers chunks late on a busy machine."""
+    return server_model_dir(root, hidden=512, layers=8)
 
 
 def start_vllm(model_dir: Path, log_dir: Path, *, name: str = "vllm-test", extra: tuple[str, ...] = ()) -> LaunchedServer:

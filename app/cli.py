@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_cli.add_arguments(serve)
 
+    tune = sub.add_parser("tune", help="sweep settings on this machine: Pareto front and a recommendation")
+    _add_model_args(tune)
+    from app import tune_cli
+
+    tune_cli.add_arguments(tune)
+
     train = sub.add_parser("train-demo", help="reproduce the bundled demo model pair")
     try:
         from app import train_demo
@@ -123,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         from app import serve_cli
 
         return serve_cli.run(args)
+    if args.command == "tune":
+        from app import tune_cli
+
+        return tune_cli.run(args)
     if args.command == "train-demo":
         if getattr(args, "_missing_train", False):
             print("the demo recipe is not available in this install", file=sys.stderr)

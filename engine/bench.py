@@ -127,6 +127,7 @@ class EngineSession:
         self.max_kv_bytes = 0
         self.max_weights_bytes = 0
         self.peak_rss = 0
+        self.last_advice = None  # the break-even advisor's last word (speculative runs)
         while self.info is None:
             event = self.engine.events.get(timeout=600)
             if isinstance(event, ev.ModelLoaded):
@@ -150,6 +151,7 @@ class EngineSession:
         """Submit all requests (optionally spaced out), wait for all; returns (finished, wall seconds)."""
         self.max_kv_bytes = 0
         self.max_weights_bytes = 0
+        self.last_advice = None
         self.peak_rss = process_rss_bytes()
         t0 = time.perf_counter()
         ids = []
@@ -164,6 +166,8 @@ class EngineSession:
                 self.max_kv_bytes = max(self.max_kv_bytes, event.stats.kv_cache_bytes)
                 self.max_weights_bytes = max(self.max_weights_bytes, event.stats.weights_bytes)
                 self.peak_rss = max(self.peak_rss, event.stats.rss_bytes)
+                if event.stats.spec_advice is not None:
+                    self.last_advice = event.stats.spec_advice
         wall = time.perf_counter() - t0
         return {rid: finished[rid] for rid in ids}, wall
 

@@ -39,3 +39,20 @@ def test_bad_values_exit_2_with_one_line(argv, needle):
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0] and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_generate_chat_with_a_broken_template_ends_with_its_error(tiny_llama_dir, tmp_path):
+    """It used to wait forever for an answer that never came."""
+    import json
+    import shutil
+
+    d = tmp_path / "broken-template"
+    shutil.copytree(tiny_llama_dir, d)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{{ raise_exception('this template refuses every conversation') }}"
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "app", "generate", "--model", str(d), "--prompt", "hi", "--chat"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "could not build the prompt" in proc.stderr and "refuses every conversation" in proc.stderr

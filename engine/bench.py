@@ -281,4 +281,6 @@ def continuous_config(n: int = 8) -> EngineConfig:
 
 
 def kv_configs() -> dict[str, EngineConfig]:
-    return {"kv-off": sequential_config().with_(kv_cache=KVCacheMode.OFF), "kv-on": sequential_config()}
+    from engine.presets import Preset, preset_config
+
+    return {"kv-off": preset_config(Preset.BASELINE), "kv-on": preset_config(Preset.KV_CACHE)}

@@ -379,7 +379,7 @@ class ChatView(QWidget):
         if self._store.conversation(p.conversation_id) is None:
             return
         metrics = {"origin_runs": origin_runs(p.runs)}
-        config = self._config_dict(self._bridge.config.describe())
+        config = self._config_dict(self._bridge.config_label)  # the local config, or the server
         if p.message_id is None:
             p.message_id = self._store.add_message(p.conversation_id, "assistant", p.text, metrics=metrics,
                                                    config=config, state=STATE_STREAMING).id

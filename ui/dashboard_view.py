@@ -32,6 +32,7 @@ from ui.viewmodels.dashboard import DashboardModel
 from ui.formatting import model_display_name, plural
 from ui.loadgen_panel import LoadGenPanel
 from ui.reflow import FlowLayout, ReflowGrid
+from ui.server_metrics_view import ServerMetricsView
 from ui.viewmodels.cost import CostModel
 from ui.widgets import label, named
 
@@ -141,6 +142,8 @@ class DashboardView(QWidget):
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(0)
         col.addWidget(self.toolbar)
+        self.server_metrics = ServerMetricsView(bridge)  # a remote server's own figures (hidden when local)
+        col.addWidget(self.server_metrics)
         col.addWidget(self.splitter, 1)
         self._apply_frame_style(chart_theme)
         self._on_charts_reflowed(self.charts_area.num_columns)

@@ -21,6 +21,7 @@ from ui.banner import BannerView
 from ui.chat_view import ChatView
 from ui.engine_panel import EnginePanel
 from ui.model_names import ModelNames
+from ui.remote_settings_view import RemoteSettingsView
 from ui.settings_store import WorkbenchSettings
 from ui.stall_probe import StallProbe
 from ui.status_bar import StatusBarView
@@ -71,6 +72,8 @@ class MainWindow(QMainWindow):
         self.model_names = ModelNames(model_names)
         self.engine_panel = EnginePanel(bridge, bundled_target=bundled_target, bundled_draft=bundled_draft,
                                         recent_models=self.settings.recent_models(), model_names=self.model_names)
+        self.remote_settings = RemoteSettingsView(bridge, self.engine_panel)  # shown with a remote backend
+        self.engine_panel.widget().layout().insertWidget(1, self.remote_settings)
         self.engine_dock = named(QDockWidget("Engine"), "engine_dock", "Engine panel")
         self.engine_dock.setWidget(self.engine_panel)
         self.engine_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
@@ -208,6 +211,8 @@ class MainWindow(QMainWindow):
         self.settings.set_colour_tokens(on)
 
     def _on_model_loaded(self, info) -> None:
+        if self.bridge.is_remote:
+            return  # a server's model name is not a local model to offer again
         self.engine_panel.picker.set_recent(self.settings.remember_model(info.name_or_path))
 
     def _on_config_applied(self, event) -> None:

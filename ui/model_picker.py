@@ -1,4 +1,5 @@
-"""Model picker: bundled demo, recent models, a folder, or a hub id; load progress and model facts."""
+"""Model picker: bundled demo, recent models, a folder, or a hub id; a remote server ("Connect to
+server…") or a launch profile ("Launch profile…"); load progress and model facts."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import events as ev
-from ui.formatting import format_bytes, format_count
+from ui.formatting import MISSING, format_bytes, format_count
 from ui.model_names import ModelNames
 from ui.widgets import StatusPill, label, named
 
@@ -54,6 +55,18 @@ class ModelPickerView(QWidget):
         self.hub_input.returnPressed.connect(self._on_hub_load)
         self.hub_button = named(QPushButton("Load"), "load_hub_button", "Load hub model")
         self.hub_button.clicked.connect(self._on_hub_load)
+        self.connect_button = named(QPushButton("Connect to server…"), "connect_server_button",
+                                    "Connect to a server", "Use an OpenAI-compatible server (vLLM, llama.cpp, …)")
+        self.connect_button.clicked.connect(self.open_connect_dialog)
+        self.profile_button = named(QPushButton("Launch profile…"), "launch_profile_button",
+                                    "Launch profile", "Start a server from a saved command line and use it")
+        self.profile_button.clicked.connect(self.open_profile_dialog)
+        self.local_button = named(QPushButton("Back to local engine"), "use_local_engine_button",
+                                  "Back to the local engine")
+        self.local_button.clicked.connect(bridge.use_local)
+        self.local_button.hide()
+        self.connect_dialog = None  # ui.remote_dialog.ConnectDialog, once opened
+        self.profile_dialog = None  # ui.remote_dialog.LaunchProfileDialog, once opened
         self.progress = named(QProgressBar(), "model_load_progress", "Model load progress")
         self.progress.setRange(0, 100)
         self.progress.setTextVisible(True)
@@ -86,6 +99,12 @@ class ModelPickerView(QWidget):
         box.addWidget(self.combo)
         box.addWidget(self.open_button)
         box.addLayout(hub_row)
+        remote_row = QHBoxLayout()
+        remote_row.setSpacing(6)
+        remote_row.addWidget(self.connect_button, 1)
+        remote_row.addWidget(self.profile_button, 1)
+        box.addLayout(remote_row)
+        box.addWidget(self.local_button)
         box.addWidget(self.progress)
         box.addWidget(self.status)
         box.addWidget(self.hint)
@@ -95,6 +114,7 @@ class ModelPickerView(QWidget):
         bridge.model_loaded.connect(self._on_model_loaded)
         bridge.error_occurred.connect(self._on_error)
         bridge.state_changed.connect(self._on_state_changed)
+        bridge.backend_changed.connect(self._on_backend_changed)
         self._rebuild_combo()
         if bridge.model_info is not None:
             self._on_model_loaded(bridge.model_info)
@@ -120,6 +140,40 @@ class ModelPickerView(QWidget):
         if path:
             self.request(path)
 
+    def open_connect_dialog(self) -> None:
+        """Non-modal: the app keeps working while the user types and tests."""
+        from ui.remote_dialog import ConnectDialog
+
+        if self.connect_dialog is None:
+            self.connect_dialog = ConnectDialog(self.window())
+            self.connect_dialog.accepted.connect(self._on_connect_accepted)
+        self.connect_dialog.show()
+        self.connect_dialog.raise_()
+
+    def _on_connect_accepted(self) -> None:
+        from engine.remote import RemoteBackend
+
+        spec = self.connect_dialog.spec()
+        self.status.show_state("applying")
+        self.status.setText(f"connecting to {spec.base_url}…")
+        self._bridge.use_remote(RemoteBackend(spec))
+
+    def open_profile_dialog(self) -> None:
+        from ui.remote_dialog import LaunchProfileDialog
+
+        if self.profile_dialog is None:
+            self.profile_dialog = LaunchProfileDialog(self._bridge, self.window())
+        self.profile_dialog.show()
+        self.profile_dialog.raise_()
+
+    def _on_backend_changed(self, backend) -> None:
+        self.local_button.setVisible(backend is not None)
+        if backend is not None:
+            self._show_facts(None)
+            self.status.show_state("applying")
+            self.status.setText(f"connecting to {backend.spec.base_url}…")
+        self._rebuild_combo()
+
     def set_recent(self, recent: list[str]) -> None:
         self._recent = list(recent)[:MAX_RECENT]
         self._rebuild_combo()
@@ -139,7 +193,12 @@ class ModelPickerView(QWidget):
         self.combo.blockSignals(True)
         self.combo.clear()
         model: QStandardItemModel = self.combo.model()
-        if current is None:
+        remote = self._bridge.remote
+        if remote is not None:  # the server's model first; any local entry switches back
+            self.combo.addItem(f"{current or remote.spec.model or 'server'} — {remote.spec.base_url}", None)
+            model.item(0).setToolTip(remote.config_label)
+            current = None
+        elif current is None:
             self.combo.addItem("Choose a model…", None)
             model.item(0).setEnabled(False)
         bundled_ok = bool(self._bundled and (self._bundled / "config.json").is_file())
@@ -196,11 +255,13 @@ class ModelPickerView(QWidget):
         self._requested = None
         self.progress.hide()
         self.status.show_state("applied")
-        self.status.setText(f"loaded {self.display_name(info.name_or_path)}")
+        remote = self._bridge.remote
+        self.status.setText(f"connected: {info.name_or_path} at {remote.spec.base_url}" if remote is not None
+                            else f"loaded {self.display_name(info.name_or_path)}")
         self.status.setToolTip(info.name_or_path)
-        # the path box shows what is loaded, not what was typed before
-        self.hub_input.setText(info.name_or_path)
-        self.hub_input.setCursorPosition(0)
+        if remote is None:  # the path box shows what is loaded (a server's model name is no path)
+            self.hub_input.setText(info.name_or_path)
+            self.hub_input.setCursorPosition(0)
         self._show_facts(info)
         self._rebuild_combo()
 
@@ -220,16 +281,17 @@ class ModelPickerView(QWidget):
             self.hint.show()
             return
         self.hint.hide()
-        values = {
+        values = {  # a remote server leaves most of these unknown (None): shown as MISSING
             "architecture": info.architecture,
             "params": format_count(info.num_params),
             "size": format_bytes(info.weights_bytes),
             "dtype": info.dtype,
             "device": info.device,
             "quant": info.quantisation,
-            "vocab": f"{info.vocab_size:,}",
+            "vocab": f"{info.vocab_size:,}" if info.vocab_size is not None else None,
         }
         for key, value in values.items():
+            value = MISSING if value is None else str(value)
             self._fact_labels[key].setText(value)
             self._fact_labels[key].setAccessibleDescription(value)
         self.facts.setToolTip(info.name_or_path)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QStatusBar
 
 from engine import events as ev
-from ui.formatting import format_bytes, model_display_name
+from ui.formatting import MISSING, format_bytes, model_display_name
 from ui.stall_probe import StallProbe
 from ui.widgets import label, named, set_style_state
 
@@ -90,15 +90,18 @@ class StatusBarView(QStatusBar):
             self.model_label.setText("no model")
             self.device_label.setText("device –")
         else:
-            self.model_label.setText(f"{self._names(info.name_or_path)} · {info.quantisation}")
+            quant = info.quantisation if info.quantisation is not None else MISSING  # unknown on a server
+            self.model_label.setText(f"{self._names(info.name_or_path)} · {quant}")
             self.model_label.setToolTip(info.name_or_path)
             self.device_label.setText(info.device)
         self._refresh_state()
 
     def _on_step(self, event: ev.StepCompleted) -> None:
         self._last_step = event.stats
-        self._show_memory(event.stats.rss_bytes, event.stats.kv_cache_bytes, event.stats.accelerator_bytes)
-        self.speed_label.setText(f"{event.stats.tokens_per_s:.0f} tok/s")
+        if event.stats.rss_bytes is not None:  # a remote server's memory is not ours to measure
+            self._show_memory(event.stats.rss_bytes, event.stats.kv_cache_bytes, event.stats.accelerator_bytes)
+        tps = event.stats.tokens_per_s
+        self.speed_label.setText(MISSING + " tok/s" if tps is None else f"{tps:.0f} tok/s")
 
     def _refresh_periodic(self) -> None:
         if not self._in_flight:

@@ -103,6 +103,22 @@ def http_get(url: str, timeout_s: float, api_key: str | None = None) -> bytes:
     return body
 
 
+def list_models(spec: RemoteSpec) -> tuple[str, ...]:
+    """The model ids the server lists on /v1/models (blocking: call it off the GUI thread).
+    Raises RuntimeError with one clear sentence when the server cannot be asked."""
+    client = openai.OpenAI(base_url=spec.base_url, api_key=spec.api_key or "EMPTY", max_retries=0,
+                           timeout=openai.Timeout(spec.connect_timeout_s * 2, connect=spec.connect_timeout_s))
+    try:
+        return tuple(m.id for m in client.models.list())
+    except openai.NotFoundError as exc:
+        raise RuntimeError(f"{spec.base_url} has no model list (HTTP 404 on /models): type the model's "
+                           "name") from exc
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the user
+        raise RuntimeError(describe_error(exc, spec, spec.model)) from exc
+    finally:
+        client.close()
+
+
 class RemoteBackend:
     """Thread-safe handle over one server and one model."""
 
@@ -356,7 +372,7 @@ class RemoteBackend:
         stats = remote_request_stats(live.request, live.submitted_s, got, finished_s)
         error = got.error
         if error is not None and sum(got.counts):
-            error += " (the partial answer is kept)"
+            error += " (answer interrupted: the partial answer is kept)"
         self._finish(rid, live, ev.RequestFinished(
             request_id=rid, reason=reason, text="".join(got.text), token_ids=tuple(got.ids), stats=stats,
             config_label=self.config_label, error=error, tag=live.request.tag, timestamp_s=finished_s))

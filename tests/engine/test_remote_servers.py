@@ -18,10 +18,7 @@ from tests.helpers.remote_servers import (
     SERVED,
     finished,
     independent_counter,
-    server_model_dir,
-    vllm_model_dir,
     start_transformers_serve,
-    start_vllm,
     wait_for,
 )
 
@@ -32,27 +29,20 @@ PROMPT = "the quick brown fox"
 REPEATING = "to be or not to be to be or not to be to be or not to be"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return server_model_dir(tmp_path_factory.mktemp("served-llama"))
+# the servers are session fixtures (tests/conftest.py), shared with the GUI tests in tests/ui
+@pytest.fixture
+def model_dir(served_model_dir):
+    return served_model_dir
 
 
-@pytest.fixture(scope="module")
-def vllm(tmp_path_factory):
-    server = start_vllm(vllm_model_dir(tmp_path_factory.mktemp("vllm-llama")), tmp_path_factory.mktemp("vllm-log"))
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def vllm(vllm_server):
+    return vllm_server
 
 
-@pytest.fixture(scope="module")
-def tserve(model_dir, tmp_path_factory):
-    server = start_transformers_serve(model_dir, tmp_path_factory.mktemp("tserve-log"))
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def tserve(tserve_server):
+    return tserve_server
 
 
 def _backend(spec: RemoteSpec) -> RemoteBackend:

@@ -122,17 +122,23 @@ class DashboardModel:
         """One engine step (engine.metrics.StepStats)."""
         t = self.rel(stats.timestamp_s)
         accel = stats.accelerator_bytes
-        caches = stats.kv_cache_bytes + stats.prefix_cache_bytes
-        footprint = stats.rss_bytes + (accel or 0)
-        other = max(footprint - stats.weights_bytes - caches, 0)
+        # a remote server's step leaves memory unknown (None): NaN in the series, never 0
+        known = None not in (stats.kv_cache_bytes, stats.prefix_cache_bytes, stats.rss_bytes, stats.weights_bytes)
+        if known:
+            caches = stats.kv_cache_bytes + stats.prefix_cache_bytes
+            footprint = stats.rss_bytes + (accel or 0)
+            other = max(footprint - stats.weights_bytes - caches, 0)
+        else:
+            other = math.nan
         spec = stats.spec
         self._spec.add(t, spec.num_drafts, spec.num_draft_tokens, spec.num_accepted_tokens, SPEC_WINDOW_S)
         w = self._spec
         acceptance = w.accepted / w.drafted if w.drafted else math.nan
         per_verify = (w.accepted + w.drafts) / w.drafts if w.drafts else math.nan
         self.steps.append((
-            t, stats.tokens_per_s, stats.num_output_tokens, stats.batch_size, stats.num_waiting,
-            stats.weights_bytes, stats.kv_cache_bytes, stats.prefix_cache_bytes, other, stats.rss_bytes,
+            t, stats.tokens_per_s, stats.num_output_tokens, stats.batch_size, _nan(stats.num_waiting),
+            _nan(stats.weights_bytes), _nan(stats.kv_cache_bytes), _nan(stats.prefix_cache_bytes), other,
+            _nan(stats.rss_bytes),
             math.nan if accel is None else accel, acceptance, per_verify, stats.step_time_s,
         ))
         if spec.drafted_per_position:

@@ -133,7 +133,8 @@ def open_store(path=None, ask=ask_move_aside):
 
 
 def add_views(window, bridge, model: str | None, draft: str | None) -> None:
-    """The Compare and Dashboard tabs (each owns its own threads; the window shuts them down)."""
+    """The Compare, Dashboard, Tune, Timeline and Memory tabs (each owns its own threads; the window
+    shuts them down)."""
     from ui.compare_bridge import CompareBridge
     from ui.compare_view import CompareView
     from ui.dashboard_view import DashboardView
@@ -143,6 +144,25 @@ def add_views(window, bridge, model: str | None, draft: str | None) -> None:
     compare.bridge.comparison_finished.connect(dashboard.cost_view.offer_comparison)  # a cost baseline
     window.add_tab(compare, "Compare")
     window.add_tab(dashboard, "Dashboard")
+    add_inside_views(window, bridge, compare, draft)
+
+
+def add_inside_views(window, bridge, compare, draft: str | None) -> None:
+    """The Tune, Timeline and Memory tabs; Tune's "Send to Compare" opens its picks as Compare columns."""
+    from ui.memory_view import MemoryView
+    from ui.timeline_view import TimelineView
+    from ui.tune_view import TuneView
+
+    tune = TuneView(bridge, draft_model=draft)
+    window.add_tab(tune, "Tune")
+    window.add_tab(TimelineView(bridge), "Timeline")
+    window.add_tab(MemoryView(bridge), "Memory")
+
+    def to_compare(columns) -> None:
+        compare.set_columns(columns)
+        window.tabs.setCurrentIndex(window.tabs.indexOf(compare.parentWidget().parentWidget()))
+
+    tune.compare_requested.connect(to_compare)
 
 
 def add_serve_toggle(window, engine, hub, bridge):

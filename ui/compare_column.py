@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLineEdit,
+    QMenu,
     QSizePolicy,
     QSpinBox,
     QTextBrowser,
@@ -83,6 +84,16 @@ class CompareColumnPanel(QFrame):
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(PRESETS)
         self.caption = label("", "", role="section")
+        self.remote = None  # RemoteSpec | LaunchProfile: this column runs on a server, not a local engine
+        self.backend_button = QToolButton()
+        self.backend_button.setText("Server ▾")
+        self.backend_button.setToolTip("Run this column on a remote server or a launch profile")
+        self.backend_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.backend_button)
+        menu.addAction("Connect to server…", self._choose_server)
+        menu.addAction("Launch profile…", self._choose_profile)
+        menu.addAction("Local engine", lambda: self.set_remote(None))
+        self.backend_button.setMenu(menu)
         self.remove_button = QToolButton()
         self.remove_button.setText("✕")
         self.remove_button.setToolTip("Remove this column")
@@ -105,6 +116,7 @@ class CompareColumnPanel(QFrame):
 
         top = QHBoxLayout()
         top.addWidget(self.caption, 1)
+        top.addWidget(self.backend_button)
         top.addWidget(self.remove_button)
         head = QHBoxLayout()
         head.addWidget(self.name_edit, 1)
@@ -171,6 +183,7 @@ class CompareColumnPanel(QFrame):
         named(self.name_edit, f"{p}_name", f"Column {n} name")
         named(self.preset_combo, f"{p}_preset", f"Column {n} configuration preset")
         named(self.remove_button, f"{p}_remove", f"Remove column {n}")
+        named(self.backend_button, f"{p}_backend", f"Column {n} backend")
         named(self.caption, f"{p}_caption", f"Column {n} caption")
         self.caption.setText(f"COLUMN {n} · BASELINE" if index == 0 else f"COLUMN {n}")
         named(self.model_edit, f"{p}_model", f"Column {n} model path", "empty: the default model")
@@ -219,6 +232,44 @@ class CompareColumnPanel(QFrame):
         return EngineConfig(kv_cache=self.kv_combo.currentData(), quantisation=self.quant_combo.currentData(),
                             batching=BatchingConfig(enabled=self.batching_check.isChecked()), speculative=spec)
 
+    def set_config(self, name: str, config: EngineConfig) -> None:
+        """Show a given configuration (the custom editor, loaded from it) under a given name."""
+        self.preset_combo.setCurrentText("custom")
+        self._load_editor(config)
+        self.name_edit.setText(name)
+        self.name_edit.setCursorPosition(0)
+
+    def set_remote(self, remote) -> None:
+        """Run this column on a server (RemoteSpec) or a launch profile (LaunchProfile); None: local."""
+        from ui.compare_bridge import remote_label
+
+        self.remote = remote
+        for w in (self.preset_combo, self.model_edit):
+            w.setVisible(remote is None)
+        self.editor.setVisible(remote is None and self.preset == "custom")
+        if remote is not None:
+            if self.name_edit.text() in ("", self._last_preset):
+                self.name_edit.setText(getattr(remote, "name", None) or "server")
+            self.config_label.setText(remote_label(remote))
+            self.config_label.setToolTip(remote_label(remote))
+        else:
+            self._refresh_config_label()
+        self.changed.emit()
+
+    def _choose_server(self) -> None:
+        from ui.remote_dialog import ConnectDialog
+
+        dialog = ConnectDialog(self)
+        dialog.accepted.connect(lambda: self.set_remote(dialog.spec()))
+        dialog.open()
+
+    def _choose_profile(self) -> None:
+        from ui.remote_dialog import LaunchProfileDialog
+
+        dialog = LaunchProfileDialog(None, self)
+        dialog.profile_chosen.connect(self.set_remote)
+        dialog.open()
+
     def _on_preset_changed(self, preset: str) -> None:
         if preset == "custom" and self._last_preset != "custom":
             # start the editor from what the column ran so far
@@ -260,6 +311,8 @@ class CompareColumnPanel(QFrame):
         self.changed.emit()
 
     def _refresh_config_label(self, *_args) -> None:
+        if self.remote is not None:
+            return  # set_remote shows what the server runs
         config = self.config()
         self.config_label.setText(config.describe())
         tip = f"model: {self.model() or 'none'}"

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import ModelSpec, SamplingParams
+from engine.config import EngineConfig, ModelSpec, SamplingParams
 from ui.compare_bridge import CompareBridge
 from ui.compare_column import FIGURES, CompareColumnPanel, combo
 from ui.compare_provenance import collect_provenance
@@ -223,6 +223,19 @@ class CompareView(QWidget):
         self._update_buttons()
         return panel
 
+    def set_columns(self, columns: list[tuple[str, EngineConfig]]) -> None:
+        """Open these configurations as the columns (2 to 4; the first is the baseline), e.g. from Tune."""
+        columns = list(columns)[:MAX_COLUMNS]
+        if len(columns) < MIN_COLUMNS or self.bridge.is_running:
+            return
+        while len(self.panels) > len(columns):
+            self.remove_column(self.panels[-1])
+        while len(self.panels) < len(columns):
+            self.add_column("custom")
+        for panel, (name, config) in zip(self.panels, columns):
+            panel.set_config(name, config)
+        self._update_buttons()
+
     def remove_column(self, panel: CompareColumnPanel) -> None:
         if len(self.panels) <= MIN_COLUMNS or panel not in self.panels or panel.index == 0:
             return
@@ -264,7 +277,8 @@ class CompareView(QWidget):
             return None
         self.bridge.set_columns(ModelSpec(self.default_model or self.panels[0].model()),
                                 [p.config() for p in self.panels], names=[p.name for p in self.panels],
-                                models=[p.model() for p in self.panels], presets=[p.preset for p in self.panels])
+                                models=[p.model() for p in self.panels], presets=[p.preset for p in self.panels],
+                                remotes=[p.remote for p in self.panels])
         prompt = (("user", text),) if self.chat_check.isChecked() else text
         self.table.setRowCount(0)
         for p in self.panels:
@@ -287,7 +301,8 @@ class CompareView(QWidget):
     def _on_column_ready(self, column: int) -> None:
         if column < len(self.panels):
             info = self.bridge.model_info(column)
-            where = f" · {model_display_name(info.name_or_path)} · {info.dtype} · {info.device}" if info else ""
+            where = (f" · {model_display_name(info.name_or_path)} · {info.dtype or info.architecture} · {info.device}"
+                     if info else "")  # a server reports no dtype: its kind instead
             self.panels[column].set_status(f"ready{where}")
 
     def _on_column_failed(self, column: int, message: str) -> None:

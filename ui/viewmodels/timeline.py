@@ -244,11 +244,12 @@ class TimelineRecorder:
     def num_rows(self) -> int:
         return 1 + max((lane.row for lane in self.lanes.values()), default=-1)
 
-    def lane_at_row(self, row: int, x: float) -> Lane | None:
-        """The request drawn on `row` at busy time x (rows are reused once a lane ends)."""
+    def lane_at_row(self, row: int, x: float, tolerance: float = 0.0) -> Lane | None:
+        """The request drawn on `row` at busy time x, give or take `tolerance` (rows are reused once a
+        lane ends)."""
         best = None
         for lane in self.lanes.values():
-            if lane.row == row and lane.first_x <= x <= max(lane.last_x, lane.first_x):
+            if lane.row == row and lane.first_x - tolerance <= x <= max(lane.last_x, lane.first_x) + tolerance:
                 best = lane
         return best
 

@@ -8,12 +8,20 @@ as (column index, event) signals.
 A comparison runs in waves: `fair` submits one column at a time (round-robin over the
 repeats, so drift hits every column alike); `race` submits all columns at once, each repeat
 after the previous one has finished everywhere. Results go into a Qt-free `Comparison`.
+
+A column can also be a remote server (engine.remote.RemoteSpec) or a launch profile
+(engine.remote.launch.LaunchProfile, started by a ProfileBackend off this thread): it then runs
+on that backend instead of a pool engine, so the local engine races a vLLM flag set, or two
+flag sets race each other. A remote column's server-wide scrapes are not per run, so its
+figures are the client-side ones (TTFT, TPOT, tokens/s) and acceptance only where the response
+itself reports drafts.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections import deque
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -23,6 +31,9 @@ from engine.config import EngineConfig, GenerateRequest, ModelSpec, SamplingPara
 from engine.engine import Engine
 from engine.events import now_s
 from engine.pool import EngineBuilt, EngineFailed, EnginePool, PoolBuilder, PoolStarted, retire_in_background
+from engine.remote.backend import RemoteBackend, RemoteSpec
+from engine.remote.launch import LaunchProfile
+from engine.remote.profile_backend import ProfileBackend
 from ui.viewmodels.compare import ColumnSpec, CompareJob, Comparison
 
 log = logging.getLogger(__name__)
@@ -53,7 +64,10 @@ class CompareBridge(QObject):
         self.columns: list[ColumnSpec] = []
         self.comparison: Comparison | None = None
         self._model_specs: list[ModelSpec] = []
-        self._engines: list[Engine | None] = []
+        self._engines: list[Engine | RemoteBackend | None] = []
+        self._remotes: list[RemoteSpec | LaunchProfile | None] = []  # per column: None = a pool engine
+        self._local_columns: list[int] = []  # pool job index -> column
+        self._remote_backends: list[RemoteBackend] = []
         self._loaded: list[bool] = []
         self._ready: list[bool] = []
         self._infos: list[ev.ModelInfo | None] = []
@@ -71,11 +85,13 @@ class CompareBridge(QObject):
     # ------------------------------------------------------------------ columns
     def set_columns(self, model_spec: ModelSpec | str, configs: list[EngineConfig], *,
                     names: list[str] | None = None, models: list[ModelSpec | str | None] | None = None,
-                    presets: list[str] | None = None) -> bool:
+                    presets: list[str] | None = None,
+                    remotes: list[RemoteSpec | LaunchProfile | None] | None = None) -> bool:
         """(Re)build one engine per column; returns at once (loading happens on a worker).
 
-        models[i], when given, replaces model_spec for column i. Returns False when the
-        columns are already these and built, True when a build started.
+        models[i], when given, replaces model_spec for column i; remotes[i], when given, makes
+        column i a remote server or a launch profile (its config is then not used). Returns False
+        when the columns are already these and built, True when a build started.
         """
         if not configs:
             raise ValueError("a comparison needs at least one column")
@@ -84,12 +100,15 @@ class CompareBridge(QObject):
         for i in range(len(configs)):
             m = models[i] if models and i < len(models) and models[i] else default
             specs_m.append(ModelSpec(m) if isinstance(m, str) else m)
+        remote_of = [remotes[i] if remotes and i < len(remotes) else None for i in range(len(configs))]
         columns = [ColumnSpec(name=(names[i] if names and i < len(names) else f"column {i + 1}"),
-                              model=specs_m[i].name_or_path, config=c,
-                              preset=(presets[i] if presets and i < len(presets) else "custom"))
+                              model=specs_m[i].name_or_path if remote_of[i] is None else remote_model(remote_of[i]),
+                              config=c,
+                              preset=(presets[i] if presets and i < len(presets) else "custom"),
+                              backend_label=None if remote_of[i] is None else remote_label(remote_of[i]))
                    for i, c in enumerate(configs)]
         same_engines = (specs_m == self._model_specs and [c.config for c in columns] == [c.config for c in self.columns]
-                        and not self._failed and self._engines)
+                        and remote_of == self._remotes and not self._failed and self._engines)
         if same_engines:
             self.columns = columns  # names may change without a rebuild
             return False
@@ -103,7 +122,21 @@ class CompareBridge(QObject):
         self._infos = [None] * len(columns)
         self._notes = [[] for _ in columns]
         self._failed = {}
-        self._builder.start(self._generation, [(m, c.config) for m, c in zip(specs_m, columns)], retire=old_pool)
+        self._retire_remotes()
+        self._remotes = remote_of
+        self._local_columns = [i for i, r in enumerate(remote_of) if r is None]
+        jobs = [(specs_m[i], columns[i].config) for i in self._local_columns]
+        if jobs:
+            self._builder.start(self._generation, jobs, retire=old_pool)
+        else:
+            self._builder.cancel()
+            if old_pool is not None:
+                retire_in_background(old_pool)
+        for i, remote in enumerate(remote_of):
+            if remote is not None:
+                backend = (ProfileBackend(remote) if isinstance(remote, LaunchProfile) else RemoteBackend(remote))
+                self._engines[i] = backend.start()
+                self._remote_backends.append(backend)
         self._timer.start()
         self.columns_building.emit(len(columns))
         return True
@@ -205,8 +238,17 @@ class CompareBridge(QObject):
         if self.pool is not None:
             ok = self.pool.shutdown(timeout) and ok
         self.pool = None
+        for backend in self._remote_backends:  # a launch profile's server is stopped here too
+            ok = backend.shutdown(timeout) and ok
+        self._remote_backends = []
         self._engines = []
         return ok
+
+    def _retire_remotes(self) -> None:
+        """The previous build's remote backends stop off the GUI thread (a server takes seconds)."""
+        for backend in self._remote_backends:
+            threading.Thread(target=backend.shutdown, name="compare-remote-retire", daemon=True).start()
+        self._remote_backends = []
 
     # ------------------------------------------------------------------ event pump (GUI thread)
     def drain(self) -> int:
@@ -238,12 +280,15 @@ class CompareBridge(QObject):
             if isinstance(result, PoolStarted):
                 self.pool = result.pool
             elif isinstance(result, EngineBuilt):
-                self._engines[result.column] = result.engine
+                self._engines[self._local_columns[result.column]] = result.engine
             elif isinstance(result, EngineFailed):
-                self._failed[result.column] = result.message
-                self.column_failed.emit(result.column, result.message)
-                if self.comparison is not None and not self.comparison.finished:
-                    self.stop()
+                self._fail(self._local_columns[result.column], result.message)
+
+    def _fail(self, column: int, message: str) -> None:
+        self._failed[column] = message
+        self.column_failed.emit(column, message)
+        if self.comparison is not None and not self.comparison.finished:
+            self.stop()
 
     def _dispatch(self, column: int, event: ev.EngineEvent) -> None:
         comp = self.comparison
@@ -252,7 +297,7 @@ class CompareBridge(QObject):
                 comp.add_tokens(column, event)
             self.tokens_received.emit(column, event)
         elif isinstance(event, ev.StepCompleted):
-            if comp is not None and not comp.finished:
+            if comp is not None and not comp.finished and self._remotes[column] is None:
                 comp.add_step(column, event.stats)
             self.step_completed.emit(column, event)
         elif isinstance(event, ev.RequestFinished):
@@ -276,6 +321,9 @@ class CompareBridge(QObject):
         elif isinstance(event, ev.LoadProgress):
             self.load_progressed.emit(column, event)
         elif isinstance(event, ev.EngineErrorEvent):
+            if self._remotes[column] is not None and event.where == "load" and not self._loaded[column]:
+                self._fail(column, event.message)  # the server could not be reached or started
+                return
             self._notes[column].append(event.message)
             if comp is not None and not comp.finished:
                 comp.columns[column].errors.append(event.message)
@@ -293,3 +341,14 @@ class CompareBridge(QObject):
         self.request_finished.emit(column, event)
         if job is not None and not self._outstanding and comp is not None and not comp.finished:
             self._next_wave()
+
+
+def remote_model(remote: RemoteSpec | LaunchProfile) -> str:
+    return remote.model or (remote.name if isinstance(remote, LaunchProfile) else remote.base_url)
+
+
+def remote_label(remote: RemoteSpec | LaunchProfile) -> str:
+    """What a remote column runs, in words (its configuration is the server's launch flags)."""
+    if isinstance(remote, LaunchProfile):
+        return f"profile {remote.name}: {' '.join(remote.argv)}"
+    return f"remote {remote.base_url} · {remote.model or 'first model'}"

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
@@ -204,9 +205,12 @@ def parse_env(text: str) -> tuple[tuple[str, str], ...]:
 
 
 class LaunchProfileDialog(QDialog):
-    """Edit a launch profile, start it as the active backend, watch its health and log, stop it."""
+    """Edit a launch profile, start it as the active backend, watch its health and log, stop it.
+    With bridge=None it only edits: "Use this profile" hands the profile over (a Compare column
+    starts it when the comparison runs)."""
 
     profile_started = Signal(object)  # the ProfileBackend made the active backend
+    profile_chosen = Signal(object)  # LaunchProfile (bridge=None)
 
     def __init__(self, bridge, parent=None, *, profile: LaunchProfile | None = None,
                  variables: dict[str, str] | None = None) -> None:
@@ -266,9 +270,14 @@ class LaunchProfileDialog(QDialog):
         self.stop_button.clicked.connect(self.stop)
         self.open_button.clicked.connect(self._open)
         self.save_button.clicked.connect(self._save)
-        bridge.remote_connected.connect(self._on_connected)
-        bridge.error_occurred.connect(self._on_error)
-        bridge.load_progressed.connect(self._on_progress)
+        if bridge is not None:
+            bridge.remote_connected.connect(self._on_connected)
+            bridge.error_occurred.connect(self._on_error)
+            bridge.load_progressed.connect(self._on_progress)
+        else:
+            self.start_button.setText("Use this profile")
+            for w in (self.stop_button, self.log_view, self.findChild(QLabel, "profile_log_label")):
+                w.hide()
         if profile is not None:
             self.set_profile(profile)
         self.resize(760, 620)
@@ -295,6 +304,10 @@ class LaunchProfileDialog(QDialog):
             profile = self.profile()
         except ValueError as exc:
             self.health.show_state("failed", str(exc))
+            return
+        if self._bridge is None:
+            self.profile_chosen.emit(profile)
+            self.accept()
             return
         self.stop()
         self.backend = ProfileBackend(profile, variables=self._variables)

@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QLineEdit, QPlainTextEdit, QPushButton
+from PySide6.QtWidgets import QComboBox, QDialog, QGroupBox, QLabel, QLineEdit, QPlainTextEdit, QPushButton
 
 from engine import events as ev
 from engine.remote.launch import free_port
@@ -217,3 +217,63 @@ def test_dashboard_shows_vllm_batch_queue_kv_and_acceptance_live(qtbot, window, 
     assert 1 in running_seen  # the batch tile followed the server while it answered
     steps = dashboard.model.steps
     assert len(steps) > 0 and max(steps.column("batch_size")) >= 1  # the charts read the server's steps
+
+
+def test_compare_races_the_local_engine_against_a_server_and_a_launch_profile(
+        qtbot, tiny_llama_dir, tserve_server, served_model_dir):
+    from ui.compare_bridge import CompareBridge
+    from ui.compare_view import CompareView
+
+    bridge = CompareBridge()
+    view = CompareView(bridge, str(tiny_llama_dir))
+    qtbot.addWidget(view)
+    try:
+        while len(view.panels) < 3:
+            view.add_column()
+        view.prompt_edit.setPlainText(PROMPT)
+        view.max_tokens_spin.setValue(30)
+        view.warmup_check.setChecked(False)
+        view.mode_combo.setCurrentIndex(view.mode_combo.findData("race"))
+        view.chat_check.setChecked(True)  # a conversation: the server applies its chat template
+        server_col, profile_col = view.panels[1], view.panels[2]
+
+        # column 2: a server, chosen in its Connect dialog
+        server_col.backend_button.menu().actions()[0].trigger()
+        dialog = server_col.findChild(QDialog, "connect_server_dialog")
+        _type(qtbot, dialog.findChild(QLineEdit, "remote_url_input"), tserve_server.base_url)
+        dialog.findChild(QComboBox, "remote_model_combo").setEditText(tserve_server.profile.model)
+        qtbot.mouseClick(dialog.findChild(QPushButton, "remote_connect_button"), Qt.MouseButton.LeftButton)
+        assert server_col.remote is not None and not server_col.preset_combo.isVisibleTo(server_col)
+        assert server_col.config_label.text().startswith(f"remote {tserve_server.base_url}")
+
+        # column 3: a launch profile (transformers serve), edited in the profile dialog
+        profile_col.backend_button.menu().actions()[1].trigger()
+        pdialog = profile_col.findChild(QDialog, "launch_profile_dialog")
+        exe = Path(sys.executable).parent / "transformers"
+        qtbot.keyClicks(pdialog.findChild(QLineEdit, "profile_name_input"), "tserve-flags")
+        pdialog.findChild(QPlainTextEdit, "profile_command_input").setPlainText(shlex.join(
+            [str(exe), "serve", str(served_model_dir), "--host", "{host}", "--port", "{port}", "--device", "cpu"]))
+        pdialog.findChild(QPlainTextEdit, "profile_env_input").setPlainText("HF_HUB_OFFLINE=1")
+        qtbot.keyClicks(pdialog.findChild(QLineEdit, "profile_model_input"), str(served_model_dir))
+        qtbot.mouseClick(pdialog.findChild(QPushButton, "profile_start_button"), Qt.MouseButton.LeftButton)
+        assert profile_col.remote is not None and profile_col.remote.name == "tserve-flags"
+
+        with qtbot.waitSignal(bridge.comparison_finished, timeout=120_000):
+            comp = view.run()
+        profile_backend = bridge._engines[2]
+        assert comp.finished and not comp.cancelled, view.status.text()
+        local, served, profiled = (c.runs[0] for c in comp.columns)
+        client = openai.OpenAI(base_url=tserve_server.base_url, api_key="EMPTY", max_retries=0)
+        ref = client.chat.completions.create(model=tserve_server.profile.model,
+                                             messages=[{"role": "user", "content": PROMPT}], max_tokens=30,
+                                             temperature=0)
+        assert local.error is None and local.peak_kv_bytes is not None  # measured locally
+        assert served.error is None and served.text == ref.choices[0].message.content
+        assert profiled.text == served.text  # the same model behind both servers, greedy
+        assert served.peak_kv_bytes is None and served.memory_bytes is None  # a server's: unknown, never 0
+        assert view.panels[1].value_labels["kv"].text() == MISSING
+        assert comp.columns[2].spec.label.startswith("profile tserve-flags: ")
+        assert comp.to_dict({})["columns"][1]["config"] is None  # no local EngineConfig for a server column
+    finally:
+        assert bridge.shutdown(10.0)
+    assert profile_backend.server.process.poll() is not None  # the profile's server stopped with Compare

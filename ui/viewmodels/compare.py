@@ -122,7 +122,7 @@ class Comparison:
             tpot_s=s.tpot_s,
             e2e_s=s.e2e_s,
             weights_bytes=weights,
-            peak_kv_bytes=live.peak_kv_bytes,
+            peak_kv_bytes=None if col.spec.backend_label else live.peak_kv_bytes,  # a server's: unknown
             acceptance_rate=rate if rate is not None else live.acceptance_rate,
         )
         col.live = None
@@ -178,7 +178,7 @@ class Comparison:
             base = i == 0
             rows.append({
                 "column": c.spec.name,
-                "config": c.spec.config.describe(),
+                "config": c.spec.label,
                 "tokens_per_s": fig["tokens_per_s"],
                 "speed": "baseline" if base else fmt_ratio(r["speed"]),
                 "ttft": fig["ttft"],

@@ -18,10 +18,19 @@ class ColumnSpec:
     model: str
     config: EngineConfig
     preset: str = "custom"
+    backend_label: str | None = None  # a remote server or launch profile: what it runs, in words
+
+    @property
+    def label(self) -> str:
+        """The configuration in words: the local engine's, or the remote backend's."""
+        return self.backend_label or self.config.describe()
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "preset": self.preset, "model": self.model,
-                "config": self.config.to_dict(), "config_label": self.config.describe()}
+        d = {"name": self.name, "preset": self.preset, "model": self.model,
+             "config": None if self.backend_label else self.config.to_dict(), "config_label": self.label}
+        if self.backend_label:
+            d["backend"] = self.backend_label
+        return d
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ class RunRecord:
     tpot_s: float | None
     e2e_s: float
     weights_bytes: int | None
-    peak_kv_bytes: int
+    peak_kv_bytes: int | None  # None: a remote server's (not ours to measure)
     acceptance_rate: float | None
 
     @property
@@ -99,7 +108,9 @@ class RunRecord:
 
     @property
     def memory_bytes(self) -> int | None:
-        return None if self.weights_bytes is None else self.weights_bytes + self.peak_kv_bytes
+        if self.weights_bytes is None or self.peak_kv_bytes is None:
+            return None
+        return self.weights_bytes + self.peak_kv_bytes
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -65,12 +65,14 @@ def _md_column(comp: Comparison, i: int, c: ColumnResult) -> list[str]:
     lines = [f"## Column {i + 1}: {c.spec.name}" + (" (reference)" if i == 0 else ""), ""]
     lines += [
         f"- Preset: {c.spec.preset}",
-        f"- Configuration: {c.spec.config.describe()}",
-        f"- Configuration (JSON): `{json.dumps(c.spec.config.to_dict(), sort_keys=True)}`",
+        f"- Configuration: {c.spec.label}",
+        (f"- Configuration (JSON): `{json.dumps(c.spec.config.to_dict(), sort_keys=True)}`" if not c.spec.backend_label
+         else "- Backend: a remote server (its settings are its launch flags)"),
         f"- Model: {c.spec.model}",
     ]
     if info is not None:
-        lines.append(f"- Loaded: {info.architecture}, {info.num_params:,} parameters, {info.dtype}, "
+        params = f"{info.num_params:,}" if info.num_params is not None else "unknown"
+        lines.append(f"- Loaded: {info.architecture}, {params} parameters, {info.dtype or 'unknown dtype'}, "
                      f"{info.device}, weights {format_bytes(info.weights_bytes)}")
     lines.append(f"- tok/s {fig['tokens_per_s']} · TTFT {fig['ttft']} · TPOT {fig['tpot']} · weights "
                  f"{fig['weights']} · peak KV {fig['kv']} · acceptance {fig['acceptance']}")

@@ -61,7 +61,7 @@ class Baseline:
             return None
         tokens = sum(r.completion_tokens for r in runs)
         seconds = sum(r.e2e_s for r in runs)
-        label = f"Compare column '{col.spec.name}': {col.spec.config.describe()}"
+        label = f"Compare column '{col.spec.name}': {col.spec.label}"
         return cls(tokens / seconds, "compare", label, 0.0, seconds, tokens, seconds)
 
     def as_throughput(self) -> Throughput:

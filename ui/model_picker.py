@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import events as ev
+from ui.fit_guard import FitGuardView
 from ui.formatting import MISSING, format_bytes, format_count
 from ui.model_names import ModelNames
 from ui.widgets import StatusPill, label, named
@@ -105,6 +106,9 @@ class ModelPickerView(QWidget):
         remote_row.addWidget(self.profile_button, 1)
         box.addLayout(remote_row)
         box.addWidget(self.local_button)
+        self.fit_guard = FitGuardView(bridge)
+        self.fit_guard.load_refused.connect(self._on_load_refused)
+        box.addWidget(self.fit_guard)
         box.addWidget(self.progress)
         box.addWidget(self.status)
         box.addWidget(self.hint)
@@ -132,7 +136,7 @@ class ModelPickerView(QWidget):
         self.progress.setValue(0)
         self.progress.show()
         self.model_requested.emit(name_or_path)
-        self._bridge.load_model(name_or_path)
+        self.fit_guard.load(name_or_path)  # a folder whose estimate will not fit asks first
 
     def open_folder(self) -> None:
         start = str(self._bundled.parent) if self._bundled else ""
@@ -264,6 +268,12 @@ class ModelPickerView(QWidget):
             self.hub_input.setCursorPosition(0)
         self._show_facts(info)
         self._rebuild_combo()
+
+    def _on_load_refused(self, path: str) -> None:
+        self._requested = None
+        self.progress.hide()
+        self.status.show_state("")
+        self._rebuild_combo()  # back to the model still loaded
 
     def _on_error(self, event: ev.EngineErrorEvent) -> None:
         if event.where != "load":

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPushButton, QSpinBox
+from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPushButton, QSpinBox, QWidget
 from transformers import AutoConfig
 
+from engine import events as ev
 from engine.config import BatchingConfig, EngineConfig, GenerateRequest, Quantisation
 from engine.engine import Engine
 from engine.kv import SPARE_COLUMNS
@@ -135,3 +136,30 @@ def test_memory_view_plans_a_folder_before_loading_it(qtbot, tiny_gpt2_dir):
                        available=view.current_plan().available_bytes)
     assert view.current_plan() == plan
     assert view.findChild(QLabel, "memory_max_context").text().startswith(f"{plan.max_context(1):,} tokens")
+
+
+def test_the_picker_warns_before_loading_a_model_that_will_not_fit(qtbot, window, tmp_path, tiny_gpt2_dir):
+    from transformers import LlamaConfig
+
+    huge = tmp_path / "huge"
+    LlamaConfig(hidden_size=16384, intermediate_size=65536, num_hidden_layers=64, num_attention_heads=128,
+                num_key_value_heads=8, vocab_size=32000).save_pretrained(huge)  # ~1 TB of weights, no files
+    picker = window.engine_panel.picker
+    guard = picker.findChild(QWidget, "model_fit_guard")
+    assert not guard.isVisible()
+    loaded_before = window.bridge.model_info
+    loads = []
+    window.bridge.load_progressed.connect(loads.append)
+    with qtbot.waitSignal(guard.checked, timeout=TIMEOUT_MS) as checked:
+        picker.request(str(huge))
+    assert checked.args[0] == str(huge) and "needs about" in checked.args[1]
+    warning = picker.findChild(QLabel, "model_fit_warning")
+    assert guard.isVisible() and warning.isVisible() and "Will not fit" in warning.text()
+    assert window.bridge.state is not ev.EngineState.LOADING and not loads  # nothing was loaded
+    with qtbot.waitSignal(guard.load_refused, timeout=1000):
+        qtbot.mouseClick(picker.findChild(QPushButton, "model_fit_cancel"), Qt.MouseButton.LeftButton)
+    assert not guard.isVisible() and window.bridge.model_info is loaded_before
+    # a model that fits loads straight away
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=TIMEOUT_MS) as done:
+        picker.request(str(tiny_gpt2_dir))
+    assert done.args[0].name_or_path == str(tiny_gpt2_dir) and not guard.isVisible()

@@ -115,6 +115,8 @@ class ModelInfo:
     draft_name: str | None = None
     dtype_note: str = ""  # how the dtype was chosen, e.g. "auto: float16, 7.9x float32 on this CPU (measured)"
     context_length: int | None = None
+    # quantisation levels this device cannot run, with the reason: (level value, why)
+    unavailable_levels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,7 @@ def load_model(
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         dtype_note=dtype_note(spec.dtype, dtype, config) if plan.bnb_config is None else "",
         context_length=context_length(config),
+        unavailable_levels=quant.unavailable_levels(device),
     )
     return LoadedModel(
         model=model,

@@ -70,6 +70,16 @@ def availability(level: Quantisation, device: torch.device) -> str | None:
     return None
 
 
+def unavailable_levels(device: torch.device) -> tuple[tuple[str, str], ...]:
+    """(level, why) for every level that cannot run on the device: what a UI disables."""
+    out = []
+    for level in Quantisation:
+        why = availability(level, device)
+        if why:
+            out.append((level.value, why))
+    return tuple(out)
+
+
 def load_plan(
     level: Quantisation,
     *,

@@ -206,9 +206,10 @@ def main(argv=None) -> int:
     draft, target = paths.bundled_draft_dir(), paths.bundled_target_dir()
     if args.tour:
         draft, target = Path(os.path.relpath(draft)), Path(os.path.relpath(target))
+    from app.gui import add_views, bundled_model_names
+
     window = MainWindow(bridge, store, settings=settings, bundled_target=target,
-                        bundled_draft=draft if draft.is_dir() else None)
-    from app.gui import add_views
+                        bundled_draft=draft if draft.is_dir() else None, model_names=bundled_model_names())
 
     add_views(window, bridge, model,
               str(draft) if draft.is_dir() else None)

@@ -8,10 +8,8 @@ The engine answers config commands in order, so pending changes are matched firs
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -32,7 +30,6 @@ from PySide6.QtWidgets import (
 from engine import events as ev
 from engine.config import (
     BatchingConfig,
-    DeviceKind,
     EngineConfig,
     KVCacheMode,
     Quantisation,
@@ -52,16 +49,6 @@ SPEC_CHOICES = [(SpeculativeMode.OFF, "Off"), (SpeculativeMode.DRAFT, "Draft mod
                 (SpeculativeMode.NGRAM, "N-gram (prompt lookup)")]
 GROUPS = ("kv", "batching", "quant", "spec")
 MAX_K = 8
-
-
-@functools.lru_cache(maxsize=32)
-def quant_availability(level: Quantisation, device: str | None) -> str | None:
-    """Why a level cannot run on the device (None: it can)."""
-    from engine import quant
-    from engine.models import resolve_device
-
-    dev = torch.device(device) if device else resolve_device(DeviceKind.AUTO)
-    return quant.availability(level, dev)
 
 
 class EnginePanel(QScrollArea):
@@ -352,9 +339,11 @@ class EnginePanel(QScrollArea):
 
     def _refresh_availability(self) -> None:
         info = self._bridge.model_info
+        # the engine says what its device cannot run (ModelInfo); nothing is probed on this thread
+        unavailable = dict(info.unavailable_levels) if info is not None and info.unavailable_levels else {}
         model = self.quant_combo.model()
         for i in range(self.quant_combo.count()):
-            reason = quant_availability(self.quant_combo.itemData(i), info.device if info else None)
+            reason = unavailable.get(self.quant_combo.itemData(i).value)
             item = model.item(i)
             item.setEnabled(reason is None)
             item.setToolTip(f"Unavailable: {reason}" if reason else "")

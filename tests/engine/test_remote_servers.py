@@ -148,16 +148,23 @@ def test_vllm_counters_equal_metrics_deltas(vllm, vllm_backend):
 
 
 def test_vllm_abort_closes_stream_and_running_gauge_returns_to_zero(vllm, vllm_backend):
-    before = independent_counter(vllm.root_url, "vllm:generation_tokens_total")
-    rid = vllm_backend.submit(_chat(PROMPT, 460, ignore_eos=True))
-    wait_for(vllm_backend.events, lambda e: isinstance(e, ev.TokensGenerated) and e.request_id == rid)
-    vllm_backend.abort(rid)
-    fin = wait_for(vllm_backend.events, finished(rid))
-    assert fin.reason is ev.FinishReason.CANCELLED and fin.error is None
-    assert wait_for(vllm_backend.events, lambda e: isinstance(e, ServerMetricsSampled)
-                    and e.snapshot.taken_s > fin.timestamp_s and e.snapshot.num_requests_running == 0)
-    generated = independent_counter(vllm.root_url, "vllm:generation_tokens_total") - before
-    assert generated < 460  # the server stopped generating when the stream closed
+    # On two shared cores vLLM's API process may get no CPU while its engine core generates, so
+    # the first chunk can arrive when the whole answer is done: then the abort came too late
+    # through no fault of ours. It must land mid-answer in one of three tries.
+    generated = []
+    for _ in range(3):
+        before = independent_counter(vllm.root_url, "vllm:generation_tokens_total")
+        rid = vllm_backend.submit(_chat(PROMPT, 460, ignore_eos=True))
+        wait_for(vllm_backend.events, lambda e: isinstance(e, ev.TokensGenerated) and e.request_id == rid)
+        vllm_backend.abort(rid)
+        fin = wait_for(vllm_backend.events, finished(rid))
+        assert fin.reason is ev.FinishReason.CANCELLED and fin.error is None
+        assert wait_for(vllm_backend.events, lambda e: isinstance(e, ServerMetricsSampled)
+                        and e.snapshot.taken_s > fin.timestamp_s and e.snapshot.num_requests_running == 0)
+        generated.append(independent_counter(vllm.root_url, "vllm:generation_tokens_total") - before)
+        if generated[-1] < 460:
+            break
+    assert min(generated) < 460, generated  # the server stopped generating when the stream closed
     nxt = _run(vllm_backend, _chat(PROMPT, 8))
     assert nxt.reason is ev.FinishReason.LENGTH and nxt.stats.completion_tokens == 8
 

@@ -83,11 +83,17 @@ def test_speculative_controls_enable_with_the_mode(qtbot, window):
 
 
 def test_unavailable_quantisation_levels_are_disabled_with_the_reason(qtbot, window, monkeypatch):
+    """The engine publishes what its device cannot run (ModelInfo); the panel probes nothing itself."""
+    import dataclasses
+
+    import torch
+
     from engine import quant
-    from ui import engine_panel
 
     monkeypatch.setattr(quant, "bitsandbytes_version", lambda: None)
-    engine_panel.quant_availability.cache_clear()
+    levels = quant.unavailable_levels(torch.device(window.bridge.model_info.device))
+    assert {lvl for lvl, _ in levels} == {"int8", "nf4", "fp4"}
+    window.bridge.model_info = dataclasses.replace(window.bridge.model_info, unavailable_levels=levels)
     panel = window.engine_panel
     panel._refresh_availability()
     model = panel.quant_combo.model()
@@ -96,7 +102,6 @@ def test_unavailable_quantisation_levels_are_disabled_with_the_reason(qtbot, win
         assert not item.isEnabled()
         assert "bitsandbytes" in item.toolTip()
     assert model.item(panel.quant_combo.findData(Quantisation.NONE)).isEnabled()
-    engine_panel.quant_availability.cache_clear()
 
 
 def test_model_facts_are_shown(window):
@@ -122,15 +127,13 @@ def _bundled():
 @pytest.mark.parametrize("quant", [Quantisation.NONE, Quantisation.NF4])
 def test_draft_model_from_the_panel_uses_the_bundled_draft(qtbot, make_window, quant):
     """A fresh start on the bundled target; choose "Draft model" in the real combo, nothing typed."""
-    from ui import engine_panel as panel_module
-
     target, draft, names = _bundled()
     window = make_window(str(target), bundled_target=target, bundled_draft=draft, model_names=names)
     panel, bridge = window.engine_panel, window.bridge
     assert panel.spec_combo.currentData() is SpeculativeMode.OFF and panel.draft_input.text() == ""
     assert "Shakespeare demo draft" in panel.draft_input.placeholderText()
     if quant is not Quantisation.NONE:
-        if panel_module.quant_availability(quant, bridge.model_info.device) is not None:
+        if quant.value in dict(bridge.model_info.unavailable_levels):
             pytest.skip(f"{quant.value} cannot run here")
         with qtbot.waitSignal(bridge.model_loaded, timeout=120_000):
             _select(panel.quant_combo, quant)

@@ -141,6 +141,8 @@ class Comparison:
         ref, out = self.columns[0].output, self.columns[column].output
         if ref is None or out is None:
             return None
+        if any(r.text and not r.token_ids for r in (ref, out)):
+            return None  # a server that streams text without token ids: tokens cannot be compared
         return agreement(list(ref.token_ids), list(out.token_ids))
 
     def ratios(self, column: int) -> dict[str, float | None]:

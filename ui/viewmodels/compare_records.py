@@ -63,6 +63,12 @@ class LiveRun:
     def add_tokens(self, event: ev.TokensGenerated) -> None:
         ids = list(event.token_ids)
         pieces = list(event.token_texts)
+        if not pieces and event.text:  # a remote server streams text, not one piece per token
+            if not ids:
+                self.pieces.append(event.text)
+                self.origins.append(event.origins[0].value if event.origins else "target")
+                return
+            pieces = [event.text]
         # pieces cover the visible tokens; an EOS (always last) has none
         pieces += [""] * (len(ids) - len(pieces))
         self.token_ids += ids

@@ -10,11 +10,11 @@ import pytest
 
 from engine import events as ev
 from engine.config import EngineConfig, SamplingParams
-from engine.events import FinishReason
+from engine.events import FinishReason, TokenOrigin
 from engine.metrics import SpecStats, request_stats
 from tests.helpers.compare_runs import BASE, INFO, KV, NF4, feed_run
 from ui.compare_provenance import collect_provenance
-from ui.viewmodels.compare import SUMMARY_COLUMNS, Comparison, ratio, spread
+from ui.viewmodels.compare import SUMMARY_COLUMNS, ColumnSpec, CompareJob, Comparison, ratio, spread
 from ui.viewmodels.compare_format import fmt_agreement, fmt_spread, ratio_quality
 
 def test_spread_and_ratio_helpers():
@@ -150,3 +150,31 @@ def test_comparison_refuses_bad_input():
                                                               submitted_s=0.0, emission_times_s=[],
                                                               emission_counts=[], finished_s=0.0,
                                                               prefill_time_s=None, spec=SpecStats())))
+
+
+def test_a_server_column_keeps_streamed_text_and_its_unknowns_stay_unknown():
+    """A remote server streams text chunks: with token ids but no per-token pieces (vLLM), or with
+    neither (`transformers serve`). The text is kept; tokens that cannot be compared give no
+    agreement; the server's KV and memory are unknown, never 0."""
+    server = ColumnSpec("vllm", "tiny", EngineConfig(), "custom", backend_label="remote http://h/v1 · tiny")
+    plain = ColumnSpec("tserve", "tiny", EngineConfig(), "custom", backend_label="profile tserve: transformers serve")
+    comp = Comparison([BASE, server, plain], prompt="p")
+    feed_run(comp, 0, 0, [1, 2, 3], start=1.0, ttft=0.1, gap=0.01)
+    for column, ids in ((1, ((1, 2), (3,))), (2, ((), ()))):
+        rid = f"remote-{column}"
+        comp.begin(CompareJob(column, 0, rid, 2.0))
+        for n, (chunk, tok) in enumerate(zip(("t1 t2 ", "t3 "), ids)):
+            comp.add_tokens(column, ev.TokensGenerated(request_id=rid, text=chunk, token_ids=tok,
+                                                       origins=(TokenOrigin.TARGET,) * len(tok), timestamp_s=2.1 + n))
+        stats = request_stats(prompt_tokens=None, cached_prompt_tokens=0, submitted_s=2.0, emission_times_s=[2.1, 3.1],
+                              emission_counts=[2, 1], finished_s=3.1, prefill_time_s=None, spec=SpecStats())
+        comp.finish(column, ev.RequestFinished(request_id=rid, reason=FinishReason.LENGTH, text="t1 t2 t3 ",
+                                               token_ids=tuple(t for chunk in ids for t in chunk), stats=stats))
+    with_ids, text_only = comp.columns[1].output, comp.columns[2].output
+    assert "".join(with_ids.pieces) == "t1 t2 t3 " and len(with_ids.pieces) == len(with_ids.token_ids) == 3
+    assert comp.agreement(1).first_divergence is None  # same ids as the baseline: identical
+    assert "".join(text_only.pieces) == "t1 t2 t3 " and text_only.token_ids == ()
+    assert comp.agreement(2) is None  # no token ids: cannot be compared token by token
+    assert with_ids.peak_kv_bytes is None and with_ids.memory_bytes is None
+    assert comp.figures(1)["kv"] == "–"
+    assert server.to_dict()["config"] is None and server.label == "remote http://h/v1 · tiny"

@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 from engine.config import Quantisation
 from ui.charts.base import AMBER, BLUE, GREEN, PURPLE, RED, SLATE
 from ui.formatting import format_bytes
+from ui.reflow import FlowLayout
+from ui.fill_layout import FillColumn
 from ui.theme import LIGHT, Theme
 from ui.widgets import label, named
 
@@ -86,52 +88,52 @@ class MemoryView(QWidget):
         self._measured: list[tuple[int, int, int]] = []  # (tokens held, kv bytes, rss)
         self._latest = None
 
-        self.source_combo = named(QComboBox(), "memory_source", "Model to plan for")
+        self.source_combo = named(QComboBox(), "planner_source", "Model to plan for")
         self.source_combo.addItem("loaded model", "loaded")
         self.source_combo.addItem("a folder…", "folder")
-        self.folder_edit = named(QLineEdit(), "memory_folder", "Model folder to plan for")
+        self.folder_edit = named(QLineEdit(), "planner_folder", "Model folder to plan for")
         self.folder_edit.setPlaceholderText("a model folder (config.json), not loaded")
-        self.browse_button = named(QPushButton("Browse…"), "memory_browse", "Choose a model folder")
-        self.plan_button = named(QPushButton("Plan"), "memory_plan", "Plan memory for the model")
-        self.level_combo = named(QComboBox(), "memory_level", "Quantisation level to chart")
+        self.browse_button = named(QPushButton("Browse…"), "planner_browse", "Choose a model folder")
+        self.plan_button = named(QPushButton("Plan"), "planner_run", "Plan memory for the model")
+        self.level_combo = named(QComboBox(), "planner_level", "Quantisation level to chart")
         for q in Quantisation:
             self.level_combo.addItem(q.value, q)
-        self.batch_spin = named(QSpinBox(), "memory_batch", "Batch size for the largest context")
+        self.batch_spin = named(QSpinBox(), "planner_batch", "Batch size for the largest context")
         self.batch_spin.setRange(1, 1024)
-        self.context_spin = named(QSpinBox(), "memory_context", "Context for the largest batch")
+        self.context_spin = named(QSpinBox(), "planner_context", "Context for the largest batch")
         self.context_spin.setRange(1, 10_000_000)
         self.context_spin.setValue(2048)
-        self.range_combo = named(QComboBox(), "memory_range", "Context range of the chart")
+        self.range_combo = named(QComboBox(), "planner_range", "Context range of the chart")
         for text, data in (("to the memory limit", "limit"), ("to the trained context", "trained"),
                            ("around the tokens held now", "held")):
             self.range_combo.addItem(text, data)
-        self.status = label("", "memory_status", "Planner status", role="muted")
+        self.status = label("", "planner_status", "Planner status", role="muted")
         self.status.setWordWrap(True)
 
-        self.facts = named(QWidget(), "memory_facts", "Memory plan figures")
+        self.facts = named(QWidget(), "planner_facts", "Memory plan figures")
         grid = QGridLayout(self.facts)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setVerticalSpacing(2)
         self.level_labels: dict[Quantisation, object] = {}
-        grid.addWidget(label("Weights by level", "memory_weights_title", role="section"), 0, 0, 1, 2)
+        grid.addWidget(label("Weights by level", "planner_weights_title", role="section"), 0, 0, 1, 2)
         for i, q in enumerate(Quantisation):
-            grid.addWidget(label(q.value, f"memory_weights_{q.value}_label", f"{q.value} label", role="field"),
+            grid.addWidget(label(q.value, f"planner_weights_{q.value}_label", f"{q.value} label", role="field"),
                            1 + i, 0)
-            self.level_labels[q] = label("–", f"memory_weights_{q.value}", f"Weights at {q.value}", role="value")
+            self.level_labels[q] = label("–", f"planner_weights_{q.value}", f"Weights at {q.value}", role="value")
             grid.addWidget(self.level_labels[q], 1 + i, 1)
         row = 2 + len(Quantisation)
         self.values = {}
         for j, (key, title) in enumerate((("kv_per_token", "KV bytes per token"), ("available", "memory budget"),
                                           ("overhead", "runtime overhead"), ("max_context", "largest context"),
                                           ("max_batch", "largest batch"), ("measured", "measured"))):
-            grid.addWidget(label(title, f"memory_{key}_label", f"{title} label", role="field"), row + j, 0)
-            self.values[key] = label("–", f"memory_{key}", title, role="value")
+            grid.addWidget(label(title, f"planner_{key}_label", f"{title} label", role="field"), row + j, 0)
+            self.values[key] = label("–", f"planner_{key}", title, role="value")
             self.values[key].setWordWrap(True)
             grid.addWidget(self.values[key], row + j, 1)
         self.facts.setMinimumWidth(230)
         self.facts.setMaximumWidth(330)
 
-        self.plot = named(pg.PlotWidget(), "memory_chart", "Total memory against context")
+        self.plot = named(pg.PlotWidget(), "planner_chart", "Total memory against context")
         self.plot.setMinimumSize(300, 200)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setMenuEnabled(False)
@@ -152,26 +154,29 @@ class MemoryView(QWidget):
         self.plot.addItem(self.kv_points)
         self.plot.addItem(self.rss_points)
 
-        top = QHBoxLayout()
-        top.setSpacing(6)
-        top.addWidget(label("Memory planner", "memory_title", role="section"))
+        self.controls = named(QWidget(), "planner_controls", "Planner settings")
+        top = FlowLayout(self.controls, spacing=6)
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(label("Memory planner", "planner_title", role="section"))
         for w in (self.source_combo, self.folder_edit, self.browse_button, self.plan_button):
             top.addWidget(w)
-        top.addWidget(label("level", "memory_level_label", "Level label", role="field"))
-        top.addWidget(self.level_combo)
-        top.addWidget(label("batch", "memory_batch_label", "Batch label", role="field"))
-        top.addWidget(self.batch_spin)
-        top.addWidget(label("context", "memory_context_label", "Context label", role="field"))
-        top.addWidget(self.context_spin)
-        top.addWidget(self.range_combo)
-        top.addStretch(1)
+        for title, w in (("level", self.level_combo), ("batch", self.batch_spin), ("context", self.context_spin),
+                         ("chart", self.range_combo)):
+            pair = QWidget()
+            row = QHBoxLayout(pair)
+            row.setContentsMargins(0, 0, 0, 0)
+            row.setSpacing(4)
+            row.addWidget(label(title, f"{w.objectName()}_label", f"{title} label", role="field"))
+            row.addWidget(w)
+            top.addWidget(pair)
+        self.folder_edit.setMinimumWidth(220)
         body = QHBoxLayout()
         body.addWidget(self.facts)
         body.addWidget(self.plot, 1)
-        box = QVBoxLayout(self)
+        box = FillColumn(self)
         box.setContentsMargins(8, 6, 8, 6)
         box.setSpacing(4)
-        box.addLayout(top)
+        box.addWidget(self.controls)
         box.addWidget(self.status)
         box.addLayout(body, 1)
 

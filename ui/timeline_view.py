@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui.charts.base import AMBER, BLUE, GREEN, PURPLE, RED, SLATE
+from ui.fill_layout import FillColumn
 from ui.theme import LIGHT, Theme
 from ui.viewmodels.timeline import DECODE, KINDS, PREEMPTED, PREFILL, SPEC, WAITING, Step, TimelineRecorder
 from ui.widgets import label, named
@@ -222,7 +223,7 @@ class TimelineView(QWidget):
         mid.setSpacing(0)
         mid.addWidget(self.canvas, 1)
         mid.addWidget(self.vscroll)
-        box = QVBoxLayout(self)
+        box = FillColumn(self)
         box.setContentsMargins(8, 6, 8, 6)
         box.setSpacing(4)
         box.addLayout(bar)

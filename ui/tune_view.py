@@ -33,6 +33,7 @@ from engine.config import EngineConfig, ModelSpec
 from engine.tune import GOALS, GridPoint, PointResult, Progress, Sweep, load_grid, make_grid
 from ui.charts.base import AMBER, BLUE, SLATE
 from ui.reflow import FlowLayout
+from ui.fill_layout import FillColumn
 from ui.theme import LIGHT, Theme
 from ui.viewmodels.tune import TABLE_COLUMNS, X_AXES, Y_AXES, TuneModel, cell, point_summary
 from ui.widgets import label, named
@@ -197,7 +198,7 @@ class TuneView(QWidget):
         split.setStretchFactor(1, 2)
         split.setChildrenCollapsible(False)
 
-        box = QVBoxLayout(self)
+        box = FillColumn(self)
         box.setContentsMargins(10, 8, 10, 8)
         box.setSpacing(6)
         box.addWidget(bar)

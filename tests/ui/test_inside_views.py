@@ -95,14 +95,14 @@ def test_memory_view_shows_plan_memory_and_the_live_kv_agrees(qtbot, bridge, tin
     budget = view.planset.plans[Quantisation.NONE].available_bytes
     for level in Quantisation:
         plan = plan_memory(config, level, available=budget)
-        assert view.findChild(QLabel, f"memory_weights_{level.value}").text() == format_bytes(plan.weights_bytes)
+        assert view.findChild(QLabel, f"planner_weights_{level.value}").text() == format_bytes(plan.weights_bytes)
     plan = plan_memory(config, Quantisation.NONE, available=budget)
     assert view.current_plan() == plan
-    assert view.findChild(QLabel, "memory_kv_per_token").text().startswith(f"{plan.kv_bytes_per_token:,} B")
-    view.findChild(QSpinBox, "memory_batch").setValue(4)
-    assert view.findChild(QLabel, "memory_max_context").text().startswith(f"{plan.max_context(4):,} tokens")
-    view.findChild(QSpinBox, "memory_context").setValue(1000)
-    assert view.findChild(QLabel, "memory_max_batch").text().startswith(f"{plan.max_batch(1000):,} sequences")
+    assert view.findChild(QLabel, "planner_kv_per_token").text().startswith(f"{plan.kv_bytes_per_token:,} B")
+    view.findChild(QSpinBox, "planner_batch").setValue(4)
+    assert view.findChild(QLabel, "planner_max_context").text().startswith(f"{plan.max_context(4):,} tokens")
+    view.findChild(QSpinBox, "planner_context").setValue(1000)
+    assert view.findChild(QLabel, "planner_max_batch").text().startswith(f"{plan.max_batch(1000):,} sequences")
     xs, ys = view.lines[4].getData()
     assert abs(ys[-1] * (1 << 20) - plan.total_bytes(int(round(xs[-1])), 4)) <= plan.kv_bytes_per_token * 4
     # live: measured KV bytes for the tokens held, against the estimate
@@ -116,7 +116,7 @@ def test_memory_view_shows_plan_memory_and_the_live_kv_agrees(qtbot, bridge, tin
     est = plan.kv_bytes_per_token * held
     assert est - plan.kv_bytes_per_token <= kv <= est + SPARE_COLUMNS * plan.kv_bytes_per_token
     assert len(view.kv_points.data) == len(view._measured)
-    assert "B/token" in view.findChild(QLabel, "memory_measured").text()
+    assert "B/token" in view.findChild(QLabel, "planner_measured").text()
 
 
 def test_memory_view_plans_a_folder_before_loading_it(qtbot, tiny_gpt2_dir):
@@ -124,18 +124,18 @@ def test_memory_view_plans_a_folder_before_loading_it(qtbot, tiny_gpt2_dir):
     qtbot.addWidget(view)
     view.show()
     assert not view.plan()  # nothing loaded, no folder: says so
-    assert "folder" in view.findChild(QLabel, "memory_status").text()
-    source = view.findChild(QComboBox, "memory_source")
+    assert "folder" in view.findChild(QLabel, "planner_status").text()
+    source = view.findChild(QComboBox, "planner_source")
     source.setCurrentIndex(source.findData("folder"))
-    qtbot.keyClicks(view.findChild(QLineEdit, "memory_folder"), str(tiny_gpt2_dir))
+    qtbot.keyClicks(view.findChild(QLineEdit, "planner_folder"), str(tiny_gpt2_dir))
     with qtbot.waitSignal(view.plan_ready, timeout=TIMEOUT_MS):
-        qtbot.mouseClick(view.findChild(QPushButton, "memory_plan"), Qt.MouseButton.LeftButton)
-    level = view.findChild(QComboBox, "memory_level")
+        qtbot.mouseClick(view.findChild(QPushButton, "planner_run"), Qt.MouseButton.LeftButton)
+    level = view.findChild(QComboBox, "planner_level")
     level.setCurrentIndex(level.findData(Quantisation.INT8))
     plan = plan_memory(AutoConfig.from_pretrained(tiny_gpt2_dir), Quantisation.INT8,
                        available=view.current_plan().available_bytes)
     assert view.current_plan() == plan
-    assert view.findChild(QLabel, "memory_max_context").text().startswith(f"{plan.max_context(1):,} tokens")
+    assert view.findChild(QLabel, "planner_max_context").text().startswith(f"{plan.max_context(1):,} tokens")
 
 
 def test_the_picker_warns_before_loading_a_model_that_will_not_fit(qtbot, window, tmp_path, tiny_gpt2_dir):

@@ -59,6 +59,7 @@ class EngineBridge(QObject):
         self._retiring: list[threading.Thread] = []  # their shutdowns
         self._retired: list = []  # remote backends switched away from, drained until their requests end
         self._owners: dict[str, object] = {}  # request id -> backend, for abort
+        self._owners_lock = threading.Lock()  # the load generator submits from its own thread
         self._timer = QTimer(self)
         self._timer.setInterval(DRAIN_INTERVAL_MS)
         self._timer.timeout.connect(self.drain)
@@ -138,11 +139,14 @@ class EngineBridge(QObject):
     def submit(self, request: GenerateRequest) -> str:
         backend = self._active()
         rid = backend.submit(request)
-        self._owners[rid] = backend
+        with self._owners_lock:
+            self._owners[rid] = backend
         return rid
 
     def abort(self, request_id: str) -> None:
-        self._owners.get(request_id, self._active()).abort(request_id)
+        with self._owners_lock:
+            backend = self._owners.get(request_id)
+        (backend or self._active()).abort(request_id)
 
     def reconfigure(self, config: EngineConfig) -> None:
         """The local engine applies it; a remote one refuses with its reason (launch flags)."""
@@ -169,8 +173,10 @@ class EngineBridge(QObject):
         for backend in [self.remote, *self._retired]:
             if backend is not None:
                 handled += self._drain_queue(backend.events, backend)
+        with self._owners_lock:
+            owners = list(self._owners.values())
         self._retired = [b for b in self._retired if b.is_alive or not b.events.empty() or any(
-            o is b for o in self._owners.values())]
+            o is b for o in owners)]
         self._retiring = [t for t in self._retiring if t.is_alive()]
         return handled
 
@@ -186,7 +192,8 @@ class EngineBridge(QObject):
             handled += 1
             if isinstance(event, (ev.RequestQueued, ev.TokensGenerated, ev.RequestFinished)):
                 if isinstance(event, ev.RequestFinished):
-                    self._owners.pop(event.request_id, None)
+                    with self._owners_lock:
+                        self._owners.pop(event.request_id, None)
                 self._dispatch[type(event)].emit(event)  # a request's events reach its view from any backend
                 continue
             if not active:

@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
         from app.remote_cli import run_remote_bench
 
         return run_remote_bench(args, format_table, write_csv)
-    spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
-                     trust_remote_code=args.trust_remote_code)
+    from engine.models import pin_dtype
+
+    spec = pin_dtype(ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
+                               trust_remote_code=args.trust_remote_code))
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     machine = machine_info(str(resolve_device(spec.device)))
     opts = BenchOptions(spec=spec, quick=args.quick, draft=default_draft(args.draft), repeats=repeats,
@@ -57,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         opts = replace(opts, eval_text=heldout.read_text())
-    report = {"machine": machine, "model": spec.name_or_path, "quick": args.quick, "repeats": repeats,
-              "suites": {}}
+    report = {"machine": machine, "model": spec.name_or_path, "dtype": spec.dtype.value, "quick": args.quick,
+              "repeats": repeats, "suites": {}}
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:

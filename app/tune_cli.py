@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
         points = make_grid(args.grid, draft) if args.grid in ("quick", "full") else load_grid(args.grid, draft)
     except (OSError, ValueError) as exc:
         fail(prog, f"--grid {args.grid}: {exc}")
-    spec = ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
-                     trust_remote_code=args.trust_remote_code)
+    from engine.models import pin_dtype
+
+    spec = pin_dtype(ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
+                               trust_remote_code=args.trust_remote_code))
     heldout = paths.MODELS / "heldout.txt"
     sweep = Sweep(spec, points, users=args.users, repeats=args.repeats,
                   eval_text=heldout.read_text() if heldout.is_file() else None, save_to=args.json_path)

@@ -72,6 +72,22 @@ def resolve_dtype(dtype: DType, device: torch.device, model_config=None) -> torc
     return {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}[dtype]
 
 
+def pin_dtype(spec: ModelSpec) -> ModelSpec:
+    """The spec with dtype AUTO resolved once, here: every engine and peer of one benchmark then
+    runs the same dtype even if a later measurement on a busy machine would decide otherwise."""
+    if spec.dtype is not DType.AUTO:
+        return spec
+    from dataclasses import replace
+
+    from transformers import AutoConfig
+
+    name, _is_local = check_source(spec.name_or_path)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=spec.trust_remote_code)
+    chosen = resolve_dtype(spec.dtype, resolve_device(spec.device), config)
+    by_torch = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16}
+    return replace(spec, dtype=by_torch[chosen]) if chosen in by_torch else spec
+
+
 def checkpoint_dtype(model_config) -> torch.dtype | None:
     stored = getattr(model_config, "dtype", None) or getattr(model_config, "torch_dtype", None)
     if isinstance(stored, str):

@@ -52,3 +52,26 @@ def test_greedy_in_float16_equals_generate_in_float16(tiny_llama_dir, tmp_path):
         assert list(wait_finished(eng, [rid]).finished[rid].token_ids) == expected
     finally:
         assert eng.shutdown(10.0)
+
+
+def test_half_precision_prefill_computed_in_float32_keeps_greedy_output(tiny_llama_dir, tmp_path):
+    """Prompts of 8+ tokens take the float32-compute path for half weights on a CPU; the greedy
+    tokens are those of transformers' own half-precision generate()."""
+    from engine.fastpath import llama
+
+    d = _half_copy(tiny_llama_dir, tmp_path / "half")
+    spec = ModelSpec(str(d), dtype=DType.FLOAT16)
+    ref = load_model(spec)
+    prompts = [ref.tokenizer.encode(p) for p in ("to be or not to be that is the question",
+                                                  "all the world's a stage and all the men and women merely players")]
+    assert all(len(p) >= llama.UPCAST_ROWS for p in prompts)
+    expected = [hf_greedy(ref.model, p, 24, ref.tokenizer.pad_token_id) for p in prompts]
+    eng = Engine(spec).start()
+    try:
+        wait_loaded(eng)
+        ids = [eng.submit(GenerateRequest(prompt_token_ids=tuple(p), sampling=greedy(24, ignore_eos=True)))
+               for p in prompts]
+        c = wait_finished(eng, ids)
+        assert [list(c.finished[i].token_ids) for i in ids] == expected
+    finally:
+        assert eng.shutdown(10.0)

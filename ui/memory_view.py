@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import Quantisation
+from engine.kv import SPARE_COLUMNS
 from ui.charts.base import AMBER, BLUE, GREEN, PURPLE, RED, SLATE
 from ui.formatting import format_bytes
 from ui.reflow import FlowLayout
@@ -87,6 +88,7 @@ class MemoryView(QWidget):
         self._tokens: dict[str, int] = {}  # tokens each live request holds in the cache
         self._measured: list[tuple[int, int, int]] = []  # (tokens held, kv bytes, rss)
         self._latest = None
+        self._rows: list[int] = []  # tokens held per row computed in the last step
 
         self.source_combo = named(QComboBox(), "planner_source", "Model to plan for")
         self.source_combo.addItem("loaded model", "loaded")
@@ -130,6 +132,7 @@ class MemoryView(QWidget):
             self.values[key] = label("–", f"planner_{key}", title, role="value")
             self.values[key].setWordWrap(True)
             grid.addWidget(self.values[key], row + j, 1)
+        grid.setRowStretch(row + 6, 1)
         self.facts.setMinimumWidth(230)
         self.facts.setMaximumWidth(330)
 
@@ -137,7 +140,7 @@ class MemoryView(QWidget):
         self.plot.setMinimumSize(300, 200)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setMenuEnabled(False)
-        self.plot.addLegend(offset=(10, 10))
+        self.plot.addLegend(offset=(-10, 10))
         self.plot.setLabel("bottom", "context (tokens per sequence)")
         self.plot.setLabel("left", "total (MiB)")
         self.lines = {b: self.plot.plot([], [], pen=pg.mkPen(c, width=2), name=f"batch {b}") for b, c in BATCHES}
@@ -148,7 +151,7 @@ class MemoryView(QWidget):
                                             label="weights + overhead", labelOpts={"position": 0.8, "color": SLATE})
         self.plot.addItem(self.weights_line)
         self.kv_points = pg.ScatterPlotItem(size=9, brush=pg.mkBrush(AMBER), pen=pg.mkPen(None),
-                                            name="measured: weights + overhead + KV")
+                                            name="measured: weights + overhead + KV (x: tokens held, all rows)")
         self.rss_points = pg.ScatterPlotItem(size=7, symbol="t", brush=pg.mkBrush(RED), pen=pg.mkPen(None),
                                              name="measured: process RSS")
         self.plot.addItem(self.kv_points)
@@ -272,20 +275,18 @@ class MemoryView(QWidget):
     # ---- live measurements
     def _on_step_completed(self, event) -> None:
         s = event.stats
-        if s.rss_bytes is None or s.kv_cache_bytes is None:
-            return  # a remote server's step: its memory is not ours to measure
         for r in s.rows:
             self._tokens[r.request_id] = self._tokens.get(r.request_id, 0) + r.num_prefill_tokens + \
                 r.num_output_tokens
-            if r.finished:
-                self._tokens.pop(r.request_id, None)
+        rows = [self._tokens[r.request_id] for r in s.rows]  # tokens each computed row holds now
+        held = sum(rows)
         live = {r.request_id for r in s.rows if not r.finished} | set(s.waiting_ids)
         for rid in list(self._tokens):
             if rid not in live or rid in s.preempted_ids:
-                self._tokens.pop(rid)  # gone, or its cache freed by preemption
-        held = sum(self._tokens[r.request_id] for r in s.rows if r.request_id in self._tokens)
+                self._tokens.pop(rid)  # finished, gone, or its cache freed by preemption
         self._latest = s
         if held > 0 and s.kv_cache_bytes > 0:
+            self._rows = rows
             self._measured.append((held, s.kv_cache_bytes, s.rss_bytes))
             del self._measured[:-400]
         if self.range_combo.currentData() == "held" and len(self._measured) % 25 == 1:
@@ -301,9 +302,12 @@ class MemoryView(QWidget):
         if self._measured:
             held, kv, _rss = self._measured[-1]
             est = plan.kv_bytes_per_token * held
-            self.values["measured"].setText(f"KV {format_bytes(kv)} allocated for {held:,} tokens held "
-                                            f"({kv / held:,.0f} B/token; estimate {format_bytes(est)}; the "
-                                            f"cache keeps spare columns per row) · RSS {format_bytes(s.rss_bytes)}")
+            rows = self._rows or [held]
+            padded = len(rows) * (max(rows) + SPARE_COLUMNS) * plan.kv_bytes_per_token
+            self.values["measured"].setText(
+                f"KV {format_bytes(kv)} allocated for {held:,} tokens in {len(rows)} row(s); estimate "
+                f"{format_bytes(est)} for the tokens, up to {format_bytes(padded)} with the cache's padding "
+                f"(rows as wide as the longest, {SPARE_COLUMNS} spare columns) · RSS {format_bytes(s.rss_bytes)}")
         else:
             self.values["measured"].setText(f"RSS {format_bytes(s.rss_bytes)} (no tokens held now)")
         base = s.weights_bytes + plan.overhead_bytes

@@ -8,7 +8,7 @@ Click a step for its measured phases; click a lane to highlight that request (re
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -26,7 +26,8 @@ from ui.viewmodels.timeline import DECODE, KINDS, PREEMPTED, PREFILL, SPEC, WAIT
 from ui.widgets import label, named
 
 REPAINT_MS = 100
-LANE_H = 22
+LANE_H = 22  # the smallest lane height; lanes grow to fill the view when there are few
+MAX_LANE_H = 40
 AXIS_H = 22
 LANE_LABEL_W = 92
 COLOURS = {PREFILL: AMBER, DECODE: BLUE, SPEC: GREEN, WAITING: SLATE, PREEMPTED: RED}
@@ -52,8 +53,13 @@ class TimelineCanvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(False)
 
+    @property
+    def lane_h(self) -> int:
+        rows = max(self.recorder.num_rows(), 4)
+        return int(min(MAX_LANE_H, max(LANE_H, (self.height() - AXIS_H) / rows)))
+
     def visible_rows(self) -> int:
-        return max(1, (self.height() - AXIS_H) // LANE_H)
+        return max(1, (self.height() - AXIS_H) // self.lane_h)
 
     def _sx(self, x: float) -> float:
         span = max(self.x1 - self.x0, 1e-9)
@@ -68,6 +74,7 @@ class TimelineCanvas(QWidget):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(t.surface))
         rec = self.recorder
+        lh = self.lane_h  # this paint's lane height
         rows = self.visible_rows()
         steps = rec.visible(self.x0, self.x1)
         small = QFont(self.font())
@@ -75,15 +82,20 @@ class TimelineCanvas(QWidget):
         p.setFont(small)
         # lanes: label on the left (the request on that row at the window's right edge)
         for r in range(rows):
-            y = AXIS_H + r * LANE_H
+            y = AXIS_H + r * lh
             if r % 2:
-                p.fillRect(QRectF(0, y, self.width(), LANE_H), QColor(t.surface_alt))
+                p.fillRect(QRectF(0, y, self.width(), lh), QColor(t.surface_alt))
+        shown: dict[int, object] = {}  # row -> the latest request on it in the window
         for lane in rec.lanes.values():
+            if lane.last_x >= self.x0 and lane.first_x <= self.x1:
+                if lane.row not in shown or lane.first_x > shown[lane.row].first_x:
+                    shown[lane.row] = lane
+        for lane in shown.values():
             r = lane.row - self.row0
-            if 0 <= r < rows and lane.last_x >= self.x0 and lane.first_x <= self.x1:
-                y = AXIS_H + r * LANE_H
+            if 0 <= r < rows:
+                y = AXIS_H + r * lh
                 p.setPen(QColor(t.accent if lane.request_id == self.highlighted else t.muted))
-                p.drawText(QRectF(4, y, LANE_LABEL_W - 8, LANE_H), Qt.AlignmentFlag.AlignVCenter,
+                p.drawText(QRectF(4, y, LANE_LABEL_W - 8, lh), Qt.AlignmentFlag.AlignVCenter,
                            lane.request_id[-10:])
         # blocks
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
@@ -97,21 +109,22 @@ class TimelineCanvas(QWidget):
                 r = lane.row - self.row0
                 if not 0 <= r < rows:
                     continue
-                y = AXIS_H + r * LANE_H + 3
+                y = AXIS_H + r * lh + 3
                 colour = QColor(COLOURS[b.kind])
                 if self.highlighted and b.request_id != self.highlighted:
                     colour.setAlpha(90)
-                p.fillRect(QRectF(xa, y, w, LANE_H - 6), colour)
-                if b.kind == SPEC and b.drafted and w > 3:  # the rejected share, darker at the top
+                p.fillRect(QRectF(xa, y, w, lh - 6), colour)
+                if b.kind == SPEC and b.drafted > b.accepted and w > 3:  # the rejected share, hatched
                     rej = (b.drafted - b.accepted) / b.drafted
-                    p.fillRect(QRectF(xa, y, w, (LANE_H - 6) * rej), QColor(RED).darker(110))
+                    p.fillRect(QRectF(xa + w * (1 - rej), y, w * rej, lh - 6),
+                               QBrush(QColor(t.text), Qt.BrushStyle.BDiagPattern))
                 if w > 26 and b.kind in (PREFILL, SPEC):
                     p.setPen(QColor("#111827"))
                     text = str(b.prefill_tokens) if b.kind == PREFILL else f"{b.accepted}/{b.drafted}"
-                    p.drawText(QRectF(xa, y, w, LANE_H - 6), Qt.AlignmentFlag.AlignCenter, text)
+                    p.drawText(QRectF(xa, y, w, lh - 6), Qt.AlignmentFlag.AlignCenter, text)
                 if b.finished:
                     p.setPen(QPen(QColor(t.text), 2))
-                    p.drawLine(QPointF(xa + w, y - 2), QPointF(xa + w, y + LANE_H - 4))
+                    p.drawLine(QPointF(xa + w, y - 2), QPointF(xa + w, y + lh - 4))
         # step boundaries where they are far enough apart to read
         if steps and (self._sx(steps[-1].end) - self._sx(steps[0].start)) / len(steps) > 6:
             p.setPen(QPen(QColor(t.border), 1))
@@ -142,12 +155,12 @@ class TimelineCanvas(QWidget):
                 p.setPen(QPen(QColor("#c026d3"), 2, Qt.PenStyle.DashLine))
                 p.drawLine(QPointF(xs, AXIS_H), QPointF(xs, self.height()))
                 p.setPen(QColor("#c026d3"))
-                p.drawText(QRectF(xs + 3, AXIS_H, 220, LANE_H), Qt.AlignmentFlag.AlignVCenter, m.text[:40])
+                p.drawText(QRectF(xs + 3, AXIS_H, 220, lh), Qt.AlignmentFlag.AlignVCenter, m.text[:40])
         p.end()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # Qt override
         pos = event.position()
-        row = int((pos.y() - AXIS_H) // LANE_H) + self.row0
+        row = int((pos.y() - AXIS_H) // self.lane_h) + self.row0
         if pos.x() < LANE_LABEL_W:
             lane = next((lane for lane in self.recorder.lanes.values() if lane.row == row
                          and lane.last_x >= self.x0 and lane.first_x <= self.x1), None)
@@ -209,8 +222,11 @@ class TimelineView(QWidget):
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary = label("", "timeline_summary", "Timeline summary", role="muted")
         legend = " ".join(f"<span style='color:{COLOURS[k]}'>■</span> {k}" for k in KINDS)
-        self.legend = label(legend + " · <span style='color:#c026d3'>┆</span> reconfigured / model loaded",
+        self.legend = label(legend + " · ▨ rejected share of a draft (label: accepted/drafted) · "
+                            "<span style='color:#c026d3'>┆</span> reconfigured / model loaded · "
+                            "│ request finished",
                             "timeline_legend", "Timeline colours", role="muted")
+        self.legend.setWordWrap(True)
 
         bar = QHBoxLayout()
         bar.setSpacing(6)

@@ -105,6 +105,7 @@ class TuneView(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setMaximumHeight(16)
+        self.progress.hide()
         self.status = label("Pick a grid and start: the sweep loads a second copy of the model while it runs.",
                             "tune_status", "Sweep status", role="muted")
         self.status.setWordWrap(True)
@@ -276,6 +277,7 @@ class TuneView(QWidget):
         self.status.setText(f"Starting: {len(points)} points, {done} already measured. "
                             "A second copy of the model is loaded while the sweep runs.")
         self._thread.start()
+        self.progress.show()
         self._timer.start()
         self._refresh()
         self._update_buttons()
@@ -349,6 +351,7 @@ class TuneView(QWidget):
 
     def _update_buttons(self, *_args) -> None:
         running = self.running
+        self.progress.setVisible(running)
         file_grid = self.grid_combo.currentData() == "file"
         self.grid_file_edit.setVisible(file_grid)
         self.grid_browse.setVisible(file_grid)
@@ -393,7 +396,7 @@ class TuneView(QWidget):
         by = {r.name: r for r in pts}
 
         def xy(r):
-            return getattr(r, xa.key) / xa.scale, getattr(r, ya.key) / ya.scale
+            return xa.value(r) / xa.scale, ya.value(r) / ya.scale
 
         rest = [r for r in pts if r.name not in fset]
         self.scatter.setData([xy(r)[0] for r in rest], [xy(r)[1] for r in rest], data=[r.name for r in rest])
@@ -404,16 +407,23 @@ class TuneView(QWidget):
             self.plot.removeItem(item)
         self._labels = []
         colour = self.theme.text
+        short, common = self.model.labels()
+        xs = [xy(r)[0] for r in pts]
+        mid = (min(xs) + max(xs)) / 2 if xs else 0.0
         for r in pts:
             if len(pts) > MAX_LABELLED and r.name not in fset:
                 continue
-            t = pg.TextItem(r.name, color=colour, anchor=(0, 1))
-            t.setPos(*xy(r))
+            x, y = xy(r)
+            # labels point into the chart: those right of the middle end at their point
+            t = pg.TextItem(short.get(r.name, r.name), color=colour, anchor=(1.05, 1) if x > mid else (-0.05, 1))
+            t.setPos(x, y)
+            t.setToolTip(r.name)
             self.plot.addItem(t)
             self._labels.append(t)
         self.plot.setLabel("bottom", f"{xa.title} ({xa.unit})")
         self.plot.setLabel("left", f"{ya.title} ({ya.unit})")
-        self.plot.setTitle(f"{len(pts)} measured · {len(front)} on the Pareto front (orange)")
+        every = f" · every point: {common}" if common else ""
+        self.plot.setTitle(f"{len(pts)} measured · {len(front)} on the Pareto front (orange){every}")
         self._fill_table(fset)
         for rec in self.model.recommendations():
             self.rec_labels[rec.goal].setText(f"<b>{rec.goal}</b>: {rec.point or '–'}<br><small>{rec.why}</small>")

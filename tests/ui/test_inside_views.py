@@ -18,7 +18,7 @@ from tests.helpers.engine_utils import greedy
 from ui.bridge import EngineBridge
 from ui.formatting import format_bytes
 from ui.memory_view import MemoryView
-from ui.timeline_view import AXIS_H, LANE_H, TimelineView
+from ui.timeline_view import AXIS_H, TimelineView
 
 TIMEOUT_MS = 60_000
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
@@ -59,7 +59,8 @@ def test_timeline_lanes_from_a_real_run(qtbot, bridge):
     lanes = rec.lanes
     assert lanes["short"].first_x > lanes["long"].first_x  # joined later, starts later
     assert lanes["short"].ended == "finished" and lanes["short"].last_x < lanes["long"].last_x
-    assert lanes["aborted"].ended == "cancelled" and lanes["aborted"].last_x < lanes["long"].last_x
+    assert lanes["aborted"].ended == "cancelled"
+    assert sum(b.output_tokens for _, b in rec.blocks_of("aborted")) < 400  # it ended where it was aborted
     assert lanes["long"].ended == "finished"
     assert rec.blocks_of("short")[0][1].kind == "prefill"
     assert sum(b.output_tokens for _, b in rec.blocks_of("long")) == 120
@@ -75,7 +76,7 @@ def test_timeline_lanes_from_a_real_run(qtbot, bridge):
     px = int(canvas._sx((target.start + target.end) / 2))
     row = lanes["short"].row - canvas.row0
     with qtbot.waitSignal(view.request_selected, timeout=1000) as picked:
-        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(px, AXIS_H + row * LANE_H + LANE_H // 2))
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=QPoint(px, AXIS_H + row * canvas.lane_h + canvas.lane_h // 2))
     assert picked.args == ["short"]
     details = view.findChild(QLabel, "timeline_step_details").text()
     assert f"step {target.index}" in details and "forward" in details and "short: " in details
@@ -116,7 +117,9 @@ def test_memory_view_shows_plan_memory_and_the_live_kv_agrees(qtbot, bridge, tin
     est = plan.kv_bytes_per_token * held
     assert est - plan.kv_bytes_per_token <= kv <= est + SPARE_COLUMNS * plan.kv_bytes_per_token
     assert len(view.kv_points.data) == len(view._measured)
-    assert "B/token" in view.findChild(QLabel, "planner_measured").text()
+    text = view.findChild(QLabel, "planner_measured").text()
+    assert f"{format_bytes(kv)} allocated for {held:,} tokens in 1 row(s)" in text
+    assert f"estimate {format_bytes(plan.kv_bytes_per_token * held)}" in text
 
 
 def test_memory_view_plans_a_folder_before_loading_it(qtbot, tiny_gpt2_dir):

@@ -134,15 +134,17 @@ def test_cancel_keeps_the_measured_points_and_resume_measures_the_rest(tune, qtb
 def test_saved_results_load_into_the_tab(tune, tmp_path):
     path = tmp_path / "saved.json"
     points = [{"name": "a", "config": EngineConfig().to_dict(), "single_tokens_per_s": 10.0, "ttft_s": 0.01,
-               "throughput_tokens_per_s": 30.0, "users": 4, "weights_bytes": 100, "kv_cache_bytes": 10,
+               "throughput_tokens_per_s": 30.0, "users": 4, "weights_bytes": 30, "kv_cache_bytes": 10,
                "peak_rss_bytes": 1 << 30, "perplexity_ratio": 1.0},
               {"name": "b", "config": EngineConfig().to_dict(), "single_tokens_per_s": 20.0, "ttft_s": 0.02,
-               "throughput_tokens_per_s": 20.0, "users": 4, "weights_bytes": 50, "kv_cache_bytes": 10,
-               "peak_rss_bytes": 2 << 30, "perplexity_ratio": 1.01},
+               "throughput_tokens_per_s": 20.0, "users": 4, "weights_bytes": 100, "kv_cache_bytes": 10,
+               "peak_rss_bytes": 1 << 30, "perplexity_ratio": 1.01},
               {"name": "c", "config": EngineConfig().to_dict(), "status": "skipped", "reason": "no draft"}]
     path.write_text(json.dumps({"model": "m", "points": points}))
     assert tune.load_results(path) == 3
-    assert sorted(tune.model.front()) == ["a", "b"]  # a is smaller, b faster
+    assert sorted(tune.model.front()) == ["a", "b"]  # a is smaller (weights + KV), b faster
+    tune.x_combo.setCurrentIndex(tune.x_combo.findData("rss"))
+    assert tune.model.front() == ["b"]  # the same process RSS and faster: b dominates a there
     assert tune.table.item(2, len(TABLE_COLUMNS) - 1).text() == "no draft"
     assert "b" in tune.rec_labels[GOALS[0]].text() and "a" in tune.rec_labels[GOALS[1]].text()
     bad = tmp_path / "bad.json"

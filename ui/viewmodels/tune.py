@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from engine.config import EngineConfig, SpeculativeMode
@@ -21,11 +21,18 @@ MIB = float(1 << 20)
 
 @dataclass(frozen=True)
 class Axis:
-    key: str  # a PointResult field
+    key: str  # a PointResult field, or "model_bytes" (weights + KV, what the configuration itself holds)
     title: str
     unit: str
     maximise: bool
     scale: float = 1.0  # shown value = field / scale
+
+    def value(self, r: PointResult) -> float | None:
+        if self.key == "model_bytes":
+            if r.weights_bytes is None:
+                return None
+            return r.weights_bytes + (r.kv_cache_bytes or 0)
+        return getattr(r, self.key)
 
 
 Y_AXES = {
@@ -33,7 +40,10 @@ Y_AXES = {
     "throughput": Axis("throughput_tokens_per_s", "throughput, N users", "tok/s", True),
 }
 X_AXES = {
-    "memory": Axis("peak_rss_bytes", "peak memory (process RSS)", "MiB", False, MIB),
+    # the sweep measures every point in one process, so its RSS only grows: weights + KV is what
+    # a configuration itself costs; the process RSS is there to see the whole footprint
+    "memory": Axis("model_bytes", "memory: weights + KV cache", "MiB", False, MIB),
+    "rss": Axis("peak_rss_bytes", "peak process RSS", "MiB", False, MIB),
     "ttft": Axis("ttft_s", "time to first token", "ms", False, 1e-3),
     "quality": Axis("perplexity_ratio", "perplexity vs unquantised", "×", False),
 }
@@ -157,15 +167,23 @@ class TuneModel:
 
     def plotted(self) -> list[PointResult]:
         x, y = self.axes
-        return [r for r in self.results if r.measured and getattr(r, x.key) is not None
-                and getattr(r, y.key) is not None]
+        return [r for r in self.results if r.measured and x.value(r) is not None and y.value(r) is not None]
 
     def front(self) -> list[str]:
         """Names on the Pareto front of the plotted points (best y first)."""
         x, y = self.axes
         pts = self.plotted()
-        rows = [asdict(r) for r in pts]
-        return [pts[i].name for i in pareto_front(rows, ((y.key, True), (x.key, False)))]
+        rows = [{"y": y.value(r), "x": x.value(r)} for r in pts]
+        return [pts[i].name for i in pareto_front(rows, (("y", True), ("x", False)))]
+
+    def labels(self) -> tuple[dict[str, str], str]:
+        """Short point labels: the parts every measured point shares are said once, in `common`."""
+        names = [r.name for r in self.results if r.measured]
+        parts = {n: n.split(" · ") for n in names}
+        shared = set.intersection(*(set(p) for p in parts.values())) if len(names) > 1 else set()
+        short = {n: " · ".join(x for x in p if x not in shared) or n for n, p in parts.items()}
+        common = " · ".join(x for x in parts[names[0]] if x in shared) if names else ""
+        return short, common
 
     def recommendations(self) -> list[Recommendation]:
         return [recommend(self.results, goal) for goal in GOALS]

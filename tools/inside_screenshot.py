@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         QTimer.singleShot(int(args.load_s * 1000), shot_timeline)
 
     def shot_timeline() -> None:
-        timeline.window_combo.setCurrentIndex(timeline.window_combo.findText("last 2 s"))
+        timeline.window_combo.setCurrentIndex(timeline.window_combo.findText("last 10 s"))
         timeline.set_paused(True)
         canvas = timeline.canvas
         steps = timeline.recorder.visible(canvas.x0, canvas.x1)
@@ -112,9 +112,6 @@ def main(argv=None) -> int:
             busiest = max(steps[len(steps) // 3:], key=lambda s: (s.batch_size, s.wall_s))
             canvas.selected_step = busiest
             timeline._on_step_clicked(busiest)
-            lanes = [b.request_id for b in busiest.blocks]
-            if lanes:
-                timeline._on_lane_clicked(lanes[0])
         QTimer.singleShot(SETTLE_MS, lambda: (grab("timeline.png"), shot_memory()))
 
     def shot_memory() -> None:

@@ -140,7 +140,6 @@ class MemoryView(QWidget):
         self.plot.setMinimumSize(300, 200)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setMenuEnabled(False)
-        self.plot.addLegend(offset=(-10, 10))
         self.plot.setLabel("bottom", "context (tokens per sequence)")
         self.plot.setLabel("left", "total (MiB)")
         self.lines = {b: self.plot.plot([], [], pen=pg.mkPen(c, width=2), name=f"batch {b}") for b, c in BATCHES}
@@ -156,6 +155,12 @@ class MemoryView(QWidget):
                                              name="measured: process RSS")
         self.plot.addItem(self.kv_points)
         self.plot.addItem(self.rss_points)
+        swatch = "<span style='color:{}'>{}</span> {}".format
+        self.legend = label(" &nbsp; ".join([swatch(c, "━", f"batch {b}") for b, c in BATCHES] + [
+            swatch(RED, "┅", "memory budget"), swatch(SLATE, "┈", "weights + overhead"),
+            swatch(AMBER, "●", "measured weights + overhead + KV (x: tokens held by all rows)"),
+            swatch(RED, "▼", "measured process RSS")]), "planner_legend", "Chart colours", role="muted")
+        self.legend.setWordWrap(True)
 
         self.controls = named(QWidget(), "planner_controls", "Planner settings")
         top = FlowLayout(self.controls, spacing=6)
@@ -175,7 +180,11 @@ class MemoryView(QWidget):
         self.folder_edit.setMinimumWidth(220)
         body = QHBoxLayout()
         body.addWidget(self.facts)
-        body.addWidget(self.plot, 1)
+        chart = QVBoxLayout()
+        chart.setSpacing(2)
+        chart.addWidget(self.legend)
+        chart.addWidget(self.plot, 1)
+        body.addLayout(chart, 1)
         box = FillColumn(self)
         box.setContentsMargins(8, 6, 8, 6)
         box.setSpacing(4)

@@ -96,7 +96,8 @@ class TimelineCanvas(QWidget):
                 y = AXIS_H + r * lh
                 p.setPen(QColor(t.accent if lane.request_id == self.highlighted else t.muted))
                 p.drawText(QRectF(4, y, LANE_LABEL_W - 8, lh), Qt.AlignmentFlag.AlignVCenter,
-                           lane.request_id[-10:])
+                           p.fontMetrics().elidedText(lane.request_id, Qt.TextElideMode.ElideLeft,
+                                                      LANE_LABEL_W - 8))
         # blocks
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         for s in steps:
@@ -154,8 +155,11 @@ class TimelineCanvas(QWidget):
                 xs = self._sx(m.x)
                 p.setPen(QPen(QColor("#c026d3"), 2, Qt.PenStyle.DashLine))
                 p.drawLine(QPointF(xs, AXIS_H), QPointF(xs, self.height()))
+                text = m.text[:40]
+                box = QRectF(xs + 3, self.height() - lh, p.fontMetrics().horizontalAdvance(text) + 8, lh - 4)
+                p.fillRect(box, QColor(t.surface))
                 p.setPen(QColor("#c026d3"))
-                p.drawText(QRectF(xs + 3, AXIS_H, 220, lh), Qt.AlignmentFlag.AlignVCenter, m.text[:40])
+                p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         p.end()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # Qt override

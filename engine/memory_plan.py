@@ -123,6 +123,8 @@ def plan_memory(config, level: Quantisation = Quantisation.NONE, *, dtype: torch
                 device: torch.device | str = "cpu", available: int | None = None) -> MemoryPlan:
     shape = model_shape(config, dtype)
     kv_dtype = 2 if level is Quantisation.BF16 else shape.dtype_bytes
+    if torch.device(device).type == "cpu" and kv_dtype == 2:
+        kv_dtype = 4  # on a CPU the fast path keeps a half-precision model's cache in float32
     return MemoryPlan(weights_bytes=weights_bytes(shape, level), kv_bytes_per_token=kv_bytes_per_token(shape, kv_dtype),
                       available_bytes=available_bytes(device) if available is None else available,
                       overhead_bytes=RUNTIME_OVERHEAD_BYTES)

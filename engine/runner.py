@@ -59,7 +59,7 @@ class ModelRunner:
         cfg = self.model.config
         heads = cfg.num_key_value_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        dtype = self.fast.embed.weight.dtype
+        dtype = self.fast.cache_dtype
         return [BufferLayer(torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device),
                             torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device), 0)
                 for _ in range(cfg.num_hidden_layers)]

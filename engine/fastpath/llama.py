@@ -110,10 +110,11 @@ class LlamaFastForward:
         self.norm_eps = self.norm.variance_epsilon
         self.interrupt = interrupt  # checked between layers: a long prefill stops within one layer
         # CPU kernels for half-precision attention are ~10x slower than float32 ones (the matmuls
-        # stream weights and stay in half precision): attention runs in float32 there, the cache
-        # keeps the model's dtype
+        # stream weights and stay in half precision): attention runs in float32 there, on a float32
+        # cache (casting a half cache up every step would copy all of it, every layer)
         weight = self.embed.weight
         self.attn_fp32 = weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16)
+        self.cache_dtype = torch.float32 if self.attn_fp32 else weight.dtype
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
                  cache_layers: list, logits_to_keep: int) -> torch.Tensor:
@@ -153,7 +154,7 @@ class LlamaFastForward:
             k = k * cos + _rotate_half(k) * sin
             keys, values = cache.update(k, v)
             if self.attn_fp32:
-                q, keys, values = q.float(), keys.float(), values.float()
+                q = q.float()  # keys and values already are: the cache is float32
             gqa = {}
             if L.kv_heads != L.heads:
                 if mask is None:

@@ -88,7 +88,7 @@ def test_run_gui_opens_the_window_and_exits_cleanly(tmp_path, tiny_llama_dir):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["rc"] == 0
     assert result["model"] == str(tiny_llama_dir)
-    assert result["tabs"] == ["Chat", "Compare", "Dashboard"]
+    assert result["tabs"] == ["Chat", "Compare", "Dashboard", "Tune", "Timeline", "Memory"]
     assert result["engine_alive"] is False
     assert (tmp_path / "conversations.sqlite3").is_file() and (tmp_path / "settings.ini").is_file()
 

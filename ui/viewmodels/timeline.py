@@ -41,7 +41,9 @@ class Block:
         if self.kind == PREFILL:
             return f"prefill {self.prefill_tokens} tokens" + (f", {self.output_tokens} out" if self.output_tokens else "")
         if self.kind == SPEC:
-            return f"draft {self.drafted}, accepted {self.accepted}, rejected {self.rejected}, {self.output_tokens} out"
+            pre = f"prefill {self.prefill_tokens} tokens, " if self.prefill_tokens else ""
+            return (f"{pre}draft {self.drafted}, accepted {self.accepted}, rejected {self.rejected}, "
+                    f"{self.output_tokens} out")
         if self.kind == DECODE:
             return f"decode {self.output_tokens} token" + ("s" if self.output_tokens != 1 else "")
         return self.kind

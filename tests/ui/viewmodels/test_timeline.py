@@ -35,6 +35,9 @@ def test_lanes_kinds_and_widths_follow_the_steps():
     assert kinds["b"] == [WAITING, WAITING, PREFILL, DECODE, DECODE]
     spec = rec.blocks_of("a")[2][1]
     assert (spec.drafted, spec.accepted, spec.rejected) == (4, 2, 2)
+    assert spec.describe() == "draft 4, accepted 2, rejected 2, 3 out"
+    both = TimelineRecorder().record(stats(0.5, [row("b", prefill=7, out=2, drafted=3, accepted=1)])).blocks[0]
+    assert both.kind == SPEC and both.describe().startswith("prefill 7 tokens, draft 3")  # every count shown
     # widths are wall times, laid end to end (busy time, idle left out)
     assert [round(s.wall_s, 3) for s in rec.steps] == [0.02, 0.01, 0.03, 0.01, 0.01]
     assert rec.steps[2].start == rec.steps[1].end

@@ -180,3 +180,19 @@ def test_status_counts_read_as_english(view, clock):
     settle(view)
     status = view.findChild(QLabel, "dashboard_status").text()
     assert "1 step · 1 request finished · 0 changes" in status, status
+
+
+def test_memory_readout_counts_prefix_cache_hits(qtbot):
+    import dataclasses
+
+    from tests.helpers.engine_timeline import T0, Clock, step
+    from ui.charts.base import ChartTheme
+    from ui.charts.time_charts import MemoryChart
+    from ui.theme import LIGHT
+    from ui.viewmodels.dashboard import DashboardModel
+
+    model = DashboardModel(t0=T0, clock=Clock())
+    model.record_step(dataclasses.replace(step(1.0), prefix_cache_hits=3, prefix_cache_misses=2))
+    chart = MemoryChart(ChartTheme.from_theme(LIGHT))
+    qtbot.addWidget(chart)
+    assert "prefix hits 3 of 5 lookups" in chart.readout_at(model.snapshot(), 1.0)

@@ -190,7 +190,11 @@ class MemoryChart(TimeChart):
                  f"prefix {fmt(s['prefix_cache_bytes'][i] / MIB, digits=2)}", f"other {fmt(s['other_bytes'][i] / MIB)}"]
         if np.isfinite(s["accelerator_bytes"][i]):
             parts.append(f"device {fmt(s['accelerator_bytes'][i] / MIB)}")
-        return "   ".join(parts) + " MiB"
+        text = "   ".join(parts) + " MiB"
+        hits, misses = s["prefix_hits"][i], s["prefix_misses"][i]
+        if np.isfinite(hits) and np.isfinite(misses) and hits + misses > 0:
+            text += f"   prefix hits {int(hits)} of {int(hits + misses)} lookups"
+        return text
 
 
 class BatchChart(TimeChart):

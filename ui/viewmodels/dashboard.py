@@ -39,7 +39,7 @@ from ui.viewmodels.throughput import Throughput, first_busy_window, measure
 STEP_COLUMNS = (
     "t_s", "tokens_per_s", "num_output_tokens", "batch_size", "num_waiting", "weights_bytes",
     "kv_cache_bytes", "prefix_cache_bytes", "other_bytes", "rss_bytes", "accelerator_bytes",
-    "acceptance_rate", "tokens_per_verify", "step_time_s",
+    "acceptance_rate", "tokens_per_verify", "step_time_s", "prefix_hits", "prefix_misses",
 )
 LATENCY_COLUMNS = ("t_s", "request", "ttft_s", "itl_p50_s", "itl_p95_s", "tpot_s", "e2e_s", "completion_tokens")
 RATE_COLUMNS = ("t_s", "request", "tokens_per_s")
@@ -140,6 +140,8 @@ class DashboardModel:
             _nan(stats.weights_bytes), _nan(stats.kv_cache_bytes), _nan(stats.prefix_cache_bytes), other,
             _nan(stats.rss_bytes),
             math.nan if accel is None else accel, acceptance, per_verify, stats.step_time_s,
+            # prefix-cache lookups since the engine started (a remote server's steps have none: NaN)
+            _nan(getattr(stats, "prefix_cache_hits", None)), _nan(getattr(stats, "prefix_cache_misses", None)),
         ))
         if spec.drafted_per_position:
             self.accepted_per_position = _add_padded(self.accepted_per_position, spec.accepted_per_position)

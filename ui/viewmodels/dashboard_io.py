@@ -30,6 +30,8 @@ CSV_SERIES = {
     "acceptance_rate": ("steps", "acceptance_rate"),
     "tokens_per_verify": ("steps", "tokens_per_verify"),
     "step_time_s": ("steps", "step_time_s"),
+    "prefix_hits": ("steps", "prefix_hits"),
+    "prefix_misses": ("steps", "prefix_misses"),
     "request_tokens_per_s": ("rates", "tokens_per_s"),
     "ttft_s": ("latency", "ttft_s"),
     "itl_p50_s": ("latency", "itl_p50_s"),

@@ -253,3 +253,15 @@ def test_model_modules_do_not_import_qt():
             "print(any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_prefix_cache_lookups_are_recorded_and_exported(model):
+    import dataclasses
+
+    from ui.viewmodels.dashboard_io import to_csv
+
+    model.record_step(dataclasses.replace(step(1.0), prefix_cache_hits=3, prefix_cache_misses=2))
+    snap = model.snapshot()
+    assert snap.steps["prefix_hits"][-1] == 3 and snap.steps["prefix_misses"][-1] == 2
+    series = read_csv(to_csv(model))
+    assert series["prefix_hits"]["value"] == [3.0] and series["prefix_misses"]["value"] == [2.0]

@@ -250,6 +250,9 @@ class TuneView(QWidget):
         if self.running:
             return False
         info = self.bridge.model_info
+        if getattr(self.bridge, "is_remote", False):
+            self.status.setText("Tune measures the local engine: switch back to it first (the sweep loads the model).")
+            return False
         if info is None:
             self.status.setText("Load a model first: the sweep measures the loaded model.")
             return False

@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+from PySide6.QtWidgets import QLabel, QProgressBar
 
 from engine.config import BatchingConfig, EngineConfig, SpeculativeConfig, SpeculativeMode
 from engine.engine import Engine
@@ -116,6 +117,9 @@ def test_cancel_keeps_the_measured_points_and_resume_measures_the_rest(tune, qtb
     choose_file_grid(tune, qtbot, grid_file)
     click(tune, qtbot, "tune_start")
     qtbot.waitUntil(lambda: len(tune.model.results) >= 1, timeout=TIMEOUT_MS)
+    status = tune.findChild(QLabel, "tune_status").text()
+    assert status.startswith(("1/3", "2/3"))  # progress; its ETA: tests/ui/viewmodels/test_tune.py
+    assert tune.findChild(QProgressBar, "tune_progress").maximum() == 3
     with qtbot.waitSignal(tune.sweep_finished, timeout=TIMEOUT_MS) as first:
         click(tune, qtbot, "tune_cancel")
     kept = {r.name: r.single_tokens_per_s for r in first.args[0]}

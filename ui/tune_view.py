@@ -7,8 +7,10 @@ drains here on the GUI thread, so no widget is ever touched from the worker.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -288,9 +290,13 @@ class TuneView(QWidget):
 
     @staticmethod
     def _work(sweep: Sweep, q: queue.Queue) -> None:
-        """Worker thread: only puts plain data on the queue."""
+        """Worker thread: only puts plain data on the queue (copies: the sweep keeps its own)."""
+
+        def report(p: Progress) -> None:
+            q.put(("progress", replace(p, result=copy.deepcopy(p.result)) if p.result is not None else p))
+
         try:
-            q.put(("done", sweep.run(lambda p: q.put(("progress", p)))))
+            q.put(("done", copy.deepcopy(sweep.run(report))))
         except Exception as exc:  # noqa: BLE001 - reported in the tab, the sweep is over either way
             q.put(("error", f"{type(exc).__name__}: {exc}"))
 

@@ -205,7 +205,7 @@ class EngineCore(ModelHost):
         for req in list(self._reqs.values()):
             self._finish(req, FinishReason.CANCELLED, error=why or None)
 
-    def step_failed(self, exc: BaseException, details: str = "") -> None:
+    def step_failed(self, exc: BaseException) -> None:
         """An exception escaped a step. Fail only the request that caused it: a step of one
         request fails that request; a batched step's requests are stepped one at a time until
         the culprit fails alone (the others go on). The cache may be half-written: drop it."""

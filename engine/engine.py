@@ -12,7 +12,6 @@ import os
 import logging
 import queue
 import threading
-import traceback
 from dataclasses import dataclass, replace
 
 from engine import events as ev
@@ -173,8 +172,8 @@ class Engine:
             except StepInterrupted:
                 continue  # shutting down: the stop command is next in the queue
             except Exception as exc:  # noqa: BLE001 - the loop must survive and report
-                log.exception("engine step failed")
-                core.step_failed(exc, traceback.format_exc())
+                log.exception("engine step failed")  # the traceback goes to the log
+                core.step_failed(exc)
         core.cancel_all("the engine was shut down")
         # anything queued behind the stop command still gets its one terminal event
         while True:

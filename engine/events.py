@@ -112,7 +112,6 @@ class ModelInfo:
     quantisation: str
     vocab_size: int
     has_chat_template: bool
-    draft_name: str | None = None
     dtype_note: str = ""  # how the dtype was chosen, e.g. "auto: float16, 7.9x float32 on this CPU (measured)"
     context_length: int | None = None
     # quantisation levels this device cannot run, with the reason: (level value, why)

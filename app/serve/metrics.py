@@ -147,6 +147,7 @@ class ServeMetrics:
             "quantisation": str(config_dict.get("quantisation", "")),
             "speculative": str(s.get("mode", "")),
             "num_draft_tokens": str(s.get("num_draft_tokens", "")),
+            "draft_model": str(s.get("draft_model") or ""),
             "adaptive": str(bool(s.get("adaptive"))).lower(),
         })
 
@@ -156,7 +157,6 @@ class ServeMetrics:
         self.model_info.info({
             "name_or_path": info.name_or_path, "architecture": info.architecture, "dtype": info.dtype,
             "device": info.device, "quantisation": info.quantisation, "num_params": str(info.num_params),
-            "draft": info.draft_name or "",
         })
         self.weights_bytes.labels(self._model_name).set(info.weights_bytes)
 

@@ -29,7 +29,6 @@ class Draft:
 
 
 class Drafter(abc.ABC):
-    name = "drafter"
 
     @abc.abstractmethod
     def propose(self, requests: list[DraftRequest], use_cache: bool) -> dict[str, Draft]:
@@ -54,8 +53,6 @@ class Drafter(abc.ABC):
 class NgramDrafter(Drafter):
     """Prompt lookup: find the latest earlier occurrence of the sequence's last n tokens and
     propose the tokens that followed it. No extra model."""
-
-    name = "ngram"
 
     def __init__(self, n_max: int = 3, n_min: int = 1) -> None:
         self.n_max, self.n_min = n_max, n_min
@@ -93,8 +90,6 @@ def lookup(ids: list[int], k: int, n_max: int, n_min: int) -> list[int]:
 
 class ModelDrafter(Drafter):
     """A small causal LM drafting autoregressively with its own batch KV cache."""
-
-    name = "draft"
 
     SINGLE_THREAD_MAX_PARAMS = 10_000_000
 

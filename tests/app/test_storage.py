@@ -92,6 +92,18 @@ def test_a_failed_write_leaves_nothing_behind(store):
     assert store.messages(conv.id) == []
 
 
+def test_a_message_and_its_conversation_touch_commit_together(store):
+    """The second statement of add_message fails (a trigger makes it): the first must not stay.
+    A non-atomic add_message (two autocommits) leaves the message behind and fails this."""
+    conv = store.create_conversation("c")
+    store._conn.execute("CREATE TEMP TRIGGER refuse_touch BEFORE UPDATE ON conversations "
+                        "BEGIN SELECT RAISE(ABORT, 'touch refused'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="touch refused"):
+        store.add_message(conv.id, "user", "half-written?")
+    store._conn.execute("DROP TRIGGER refuse_touch")
+    assert store.messages(conv.id) == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_finished_messages_survive_a_hard_kill(tmp_path):
     """A process killed right after a message is committed keeps it; nothing is half-written."""

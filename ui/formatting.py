@@ -93,27 +93,3 @@ def sampling_label(p: SamplingParams) -> str:
     if p.seed is not None:
         text += f", seed {p.seed}"
     return text
-
-
-def footer_lines(metrics: dict | None, config: dict | None) -> tuple[str, str]:
-    """(figures, configuration) lines under an answer."""
-    m = metrics or {}
-    parts = []
-    if m.get("completion_tokens") is not None:
-        parts.append(f"{m['completion_tokens']} tokens")
-    if m.get("tokens_per_s"):
-        parts.append(f"{m['tokens_per_s']:.1f} tok/s")
-    if m.get("ttft_s") is not None:
-        parts.append(f"TTFT {format_ms(m['ttft_s'])}")
-    if m.get("cached_prompt_tokens"):
-        parts.append(f"{m['cached_prompt_tokens']}/{m.get('prompt_tokens', '?')} prompt tokens cached")
-    if m.get("acceptance_rate") is not None:
-        parts.append(f"acceptance {m['acceptance_rate'] * 100:.0f}%")
-    reason = m.get("reason")
-    if reason == "cancelled":
-        parts.append("stopped")
-    elif reason == "length":
-        parts.append("hit max tokens")
-    c = config or {}
-    config_parts = [x for x in (c.get("label"), c.get("model"), c.get("sampling")) if x]
-    return " · ".join(parts), " · ".join(config_parts)

@@ -57,19 +57,27 @@ def resolve_device(kind: DeviceKind) -> torch.device:
 
 
 def resolve_dtype(dtype: DType, device: torch.device, model_config=None) -> torch.dtype | str:
-    """The dtype to load in. AUTO: accelerators keep the checkpoint's dtype; on a CPU the
-    checkpoint's half precision is kept where this CPU computes it faster than float32
-    (measured once per shape), else float32. A float32 checkpoint is never narrowed silently."""
+    """The dtype to load in. AUTO: accelerators keep the checkpoint's dtype. On a CPU the
+    checkpoint's half precision is kept only where this CPU computes it well: faster than
+    float32 for one row (decode streams the weights) *and* not slower for a batch of rows
+    (batched decode, prefill chunks, speculative verification), measured once per shape. A CPU
+    without half-precision arithmetic runs a half matrix product row by row, which makes
+    batching and speculation lose. A float32 checkpoint is never narrowed silently."""
     if dtype is DType.AUTO:
         if device.type != "cpu":
             return "auto"
         stored = checkpoint_dtype(model_config)
         if stored in (torch.float16, torch.bfloat16):
             hidden, inter = _linear_shape(model_config)
-            timings = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads())
-            return min(timings, key=timings.get)
+            t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads())
+            one, rows = t[stored], t[torch.float32]
+            return stored if one[0] < rows[0] and one[1] <= BATCH_TOLERANCE * rows[1] else torch.float32
         return torch.float32
     return {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}[dtype]
+
+
+BATCH_TOLERANCE = 1.1  # a half dtype may be this much slower on batched rows and still be chosen
+TIMING_ROWS = (1, 8)  # decode at batch 1; a batch / a verify step / a prefill chunk
 
 
 def pin_dtype(spec: ModelSpec) -> ModelSpec:
@@ -103,22 +111,26 @@ def _linear_shape(model_config) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=32)
 def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int, threads: int) -> dict:
-    """Seconds for one batch-1 pass over ~64 MB of [inter, hidden] weights per dtype: decode is
-    weight streaming, so the pass is sized past the caches. About 0.2 s in all, once per shape."""
+    """Per dtype, (seconds for 1 row, seconds for 8 rows) of one pass over ~64 MB of
+    [inter, hidden] weights: decode is weight streaming, so the pass is sized past the caches.
+    About 0.4 s in all, once per shape."""
     out = {}
     with torch.inference_mode():
         for dt in dtypes:
             count = max(1, (64 << 20) // (hidden * inter * 4))
             weights = [torch.randn(inter, hidden).to(dt) for _ in range(count)]
-            x = torch.randn(1, hidden).to(dt)
-            best = float("inf")
-            for rep in range(4):
-                t0 = time.perf_counter()
-                for w in weights:
-                    torch.nn.functional.linear(x, w)
-                if rep:  # the first pass warms the kernels
-                    best = min(best, time.perf_counter() - t0)
-            out[dt] = best
+            times = []
+            for rows in TIMING_ROWS:
+                x = torch.randn(rows, hidden).to(dt)
+                best = float("inf")
+                for rep in range(4):
+                    t0 = time.perf_counter()
+                    for w in weights:
+                        torch.nn.functional.linear(x, w)
+                    if rep:  # the first pass warms the kernels
+                        best = min(best, time.perf_counter() - t0)
+                times.append(best)
+            out[dt] = tuple(times)
     return out
 
 
@@ -131,9 +143,11 @@ def dtype_note(spec_dtype: DType, chosen, model_config) -> str:
     if isinstance(chosen, torch.dtype) and stored in (torch.float16, torch.bfloat16):
         hidden, inter = _linear_shape(model_config)
         t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads())
-        other = torch.float32 if chosen is stored else stored
-        ratio = t[other] / t[chosen]
-        return f"auto: {name}, {ratio:.1f}x {str(other).replace('torch.', '')} on this CPU (measured)"
+        half = str(stored).replace("torch.", "")
+        one = t[torch.float32][0] / t[stored][0]
+        rows = t[torch.float32][1] / t[stored][1]
+        return (f"auto: {name} (measured: {half} is {one:.1f}x float32 at 1 row, {rows:.1f}x at "
+                f"{TIMING_ROWS[1]} rows on this CPU)")
     return f"auto: {name}"
 
 

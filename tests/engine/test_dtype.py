@@ -27,13 +27,14 @@ def test_auto_keeps_float32_checkpoints_in_float32(tiny_llama_dir):
     assert resolve_dtype(DType.AUTO, torch.device("cpu"), cfg) is torch.float32
 
 
-def test_auto_picks_the_faster_of_float32_and_the_checkpoints_half_dtype(tiny_llama_dir, tmp_path):
+def test_auto_keeps_half_precision_only_where_it_is_fast_for_one_row_and_for_a_batch(tiny_llama_dir, tmp_path):
     d = _half_copy(tiny_llama_dir, tmp_path / "half")
     cfg = AutoConfig.from_pretrained(d)
-    timings = cpu_linear_timings((torch.float32, torch.float16), cfg.hidden_size, cfg.intermediate_size,
-                                 torch.get_num_threads())
+    t = cpu_linear_timings((torch.float32, torch.float16), cfg.hidden_size, cfg.intermediate_size,
+                           torch.get_num_threads())
     chosen = resolve_dtype(DType.AUTO, torch.device("cpu"), cfg)
-    assert chosen is min(timings, key=timings.get)
+    half_wins = t[torch.float16][0] < t[torch.float32][0] and t[torch.float16][1] <= 1.1 * t[torch.float32][1]
+    assert chosen is (torch.float16 if half_wins else torch.float32)
     loaded = load_model(ModelSpec(str(d)))
     assert loaded.info.dtype == str(chosen).replace("torch.", "")
     assert "measured" in loaded.info.dtype_note

@@ -51,7 +51,7 @@ class TimelineCanvas(QWidget):
         self.theme = LIGHT
         self.setMinimumHeight(AXIS_H + 4 * LANE_H)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMouseTracking(False)
+        self.setMouseTracking(True)  # hover: the step's figures as a tooltip
 
     @property
     def lane_h(self) -> int:
@@ -133,6 +133,15 @@ class TimelineCanvas(QWidget):
                 xs = self._sx(s.start)
                 if xs >= LANE_LABEL_W:
                     p.drawLine(QPointF(xs, AXIS_H), QPointF(xs, self.height()))
+        # under the lanes: each wide-enough step's batch size and tokens computed
+        y_steps = AXIS_H + (rec.num_rows() - self.row0) * lh
+        if AXIS_H <= y_steps < self.height() - lh:
+            p.setPen(QColor(t.muted))
+            for s in steps:
+                xa, xb = self._sx(max(s.start, self.x0)), self._sx(min(s.end, self.x1))
+                text = f"×{s.batch_size} · {s.tokens_computed} tok"
+                if xb - xa > p.fontMetrics().horizontalAdvance(text) + 6:
+                    p.drawText(QRectF(xa, y_steps, xb - xa, lh), Qt.AlignmentFlag.AlignCenter, text)
         if self.selected_step is not None:
             s = self.selected_step
             p.setPen(QPen(QColor(t.accent), 2))
@@ -161,6 +170,13 @@ class TimelineCanvas(QWidget):
                 p.setPen(QColor("#c026d3"))
                 p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         p.end()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # Qt override
+        pos = event.position()
+        step = self.recorder.step_at(self._x_of(pos.x())) if pos.x() >= LANE_LABEL_W else None
+        text = step.describe() if step is not None else ""
+        if text != self.toolTip():
+            self.setToolTip(text)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # Qt override
         pos = event.position()

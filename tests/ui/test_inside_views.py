@@ -81,6 +81,8 @@ def test_timeline_lanes_from_a_real_run(qtbot, bridge):
     details = view.findChild(QLabel, "timeline_step_details").text()
     assert f"step {target.index}" in details and "forward" in details and "short: " in details
     assert canvas.highlighted == "short"
+    qtbot.mouseMove(canvas, QPoint(px, AXIS_H + row * canvas.lane_h + 2))
+    qtbot.waitUntil(lambda: canvas.toolTip().startswith(f"step {target.index}:"), timeout=2000)
     grabbed = canvas.grab().toImage()
     assert grabbed.width() > 0 and not grabbed.isNull()
 

@@ -113,8 +113,21 @@ def _linear_shape(model_config) -> tuple[int, int]:
 def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int, threads: int) -> dict:
     """Per dtype, (seconds for 1 row, seconds for 8 rows) of one pass over ~64 MB of
     [inter, hidden] weights: decode is weight streaming, so the pass is sized past the caches.
-    About 0.4 s in all, once per shape."""
+    About 0.5 s in all, once per shape."""
     out = {}
+    # one thread: the ratio between dtypes is a property of the kernels, and a single thread is
+    # not stalled by OpenMP barriers when another process holds a core (which made 2-thread
+    # timings swing 100x on a busy machine)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _time_passes(dtypes, hidden, inter, out)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def _time_passes(dtypes, hidden: int, inter: int, out: dict) -> None:
     with torch.inference_mode():
         for dt in dtypes:
             count = max(1, (64 << 20) // (hidden * inter * 4))
@@ -123,7 +136,7 @@ def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int,
             for rows in TIMING_ROWS:
                 x = torch.randn(rows, hidden).to(dt)
                 best = float("inf")
-                for rep in range(4):
+                for rep in range(5):
                     t0 = time.perf_counter()
                     for w in weights:
                         torch.nn.functional.linear(x, w)
@@ -131,7 +144,6 @@ def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int,
                         best = min(best, time.perf_counter() - t0)
                 times.append(best)
             out[dt] = tuple(times)
-    return out
 
 
 def dtype_note(spec_dtype: DType, chosen, model_config) -> str:

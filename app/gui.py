@@ -153,7 +153,9 @@ def add_inside_views(window, bridge, compare, draft: str | None) -> None:
     from ui.timeline_view import TimelineView
     from ui.tune_view import TuneView
 
-    tune = TuneView(bridge, draft_model=draft)
+    from app import paths
+
+    tune = TuneView(bridge, draft_model=draft, save_path=paths.user_data_dir() / "tune-last.json")
     window.add_tab(tune, "Tune")
     window.add_tab(TimelineView(bridge), "Timeline")
     window.add_tab(MemoryView(bridge), "Memory")

@@ -100,11 +100,8 @@ class ModelPickerView(QWidget):
         box.addWidget(self.combo)
         box.addWidget(self.open_button)
         box.addLayout(hub_row)
-        remote_row = QHBoxLayout()
-        remote_row.setSpacing(6)
-        remote_row.addWidget(self.connect_button, 1)
-        remote_row.addWidget(self.profile_button, 1)
-        box.addLayout(remote_row)
+        box.addWidget(self.connect_button)  # one above the other: the narrow panel keeps its width
+        box.addWidget(self.profile_button)
         box.addWidget(self.local_button)
         self.fit_guard = FitGuardView(bridge)
         self.fit_guard.load_refused.connect(self._on_load_refused)

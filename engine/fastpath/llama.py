@@ -53,9 +53,13 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     return None
 
 
-def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One [sum(out), in] weight whose row blocks become the modules' weights (views)."""
-    weight = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+def _fuse(linears: list[torch.nn.Linear], k_major: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One [sum(out), in] weight whose row blocks become the modules' weights (views). k_major
+    stores it transposed ([in, sum(out)] contiguous; the weight is a view of that)."""
+    if k_major:
+        weight = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous().t()
+    else:
+        weight = torch.cat([lin.weight.detach() for lin in linears], dim=0)
     has_bias = [lin.bias is not None for lin in linears]
     bias = torch.cat([lin.bias.detach() for lin in linears], dim=0) if all(has_bias) else None
     if any(has_bias) and bias is None:
@@ -68,6 +72,16 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
             lin.bias.data = bias[start:start + n]
         start += n
     return weight, bias
+
+
+def _k_major(lin: torch.nn.Linear) -> None:
+    lin.weight.data = lin.weight.detach().t().contiguous().t()
+
+
+def k_major_pays(weight: torch.Tensor) -> bool:
+    """A CPU multiplies one row by a float32 weight stored [in, out] ~1.5x faster than by one
+    stored [out, in] (measured here: 26.5 vs 17.4 GB/s); for half precision it is the other way."""
+    return weight.device.type == "cpu" and weight.dtype is torch.float32
 
 
 class _Layer:
@@ -92,9 +106,14 @@ class LlamaFastForward:
             fused = getattr(model, "_workbench_fused", None)
             if fused is None:
                 fused = []
+                k_major = k_major_pays(model.model.embed_tokens.weight)
                 for layer in model.model.layers:
                     a, m = layer.self_attn, layer.mlp
-                    fused.append((_fuse([a.q_proj, a.k_proj, a.v_proj]), _fuse([m.gate_proj, m.up_proj])))
+                    fused.append((_fuse([a.q_proj, a.k_proj, a.v_proj], k_major),
+                                  _fuse([m.gate_proj, m.up_proj], k_major)))
+                    if k_major:
+                        _k_major(a.o_proj)
+                        _k_major(m.down_proj)
                 model._workbench_fused = fused
         for layer, ((w_qkv, b_qkv), (w_gu, _)) in zip(model.model.layers, fused):
             a = layer.self_attn

@@ -284,6 +284,8 @@ class MemoryView(QWidget):
     # ---- live measurements
     def _on_step_completed(self, event) -> None:
         s = event.stats
+        if s.rss_bytes is None or s.kv_cache_bytes is None or s.weights_bytes is None:
+            return  # a remote server's step: its memory is not ours to measure
         for r in s.rows:
             self._tokens[r.request_id] = self._tokens.get(r.request_id, 0) + r.num_prefill_tokens + \
                 r.num_output_tokens

@@ -144,8 +144,25 @@ def main(argv=None) -> int:
         QTimer.singleShot(int(args.load_s * 1000), shot_dashboard)
 
     def shot_dashboard() -> None:
-        grab("remote-dashboard.png")
-        finish()
+        """At the first scrape after the warm-up with the server busy (a batch and a queue),
+        so the figures show load; after 40 s more, whatever it shows."""
+        done = {"shot": False}
+
+        def take(_event=None) -> None:
+            if done["shot"]:
+                return
+            done["shot"] = True
+            bridge.server_metrics_sampled.disconnect(on_sample)
+            grab("remote-dashboard.png")  # now: the strip has shown this very scrape (connected first)
+            finish()
+
+        def on_sample(event) -> None:
+            snap = event.snapshot
+            if (snap.num_requests_running or 0) >= 3 and (snap.num_requests_waiting or 0) >= 1:
+                take()
+
+        bridge.server_metrics_sampled.connect(on_sample)
+        QTimer.singleShot(40_000, take)
 
     def finish() -> None:
         dashboard.loadgen.stop()

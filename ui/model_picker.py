@@ -297,8 +297,12 @@ class ModelPickerView(QWidget):
             "quant": info.quantisation,
             "vocab": f"{info.vocab_size:,}" if info.vocab_size is not None else None,
         }
+        note = getattr(info, "dtype_note", "")  # how dtype auto decided (measured at load)
+        if note.startswith("auto") and info.dtype:
+            values["dtype"] = f"{info.dtype} (auto)"
         for key, value in values.items():
             value = MISSING if value is None else str(value)
             self._fact_labels[key].setText(value)
             self._fact_labels[key].setAccessibleDescription(value)
+        self._fact_labels["dtype"].setToolTip(note)
         self.facts.setToolTip(info.name_or_path)

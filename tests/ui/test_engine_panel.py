@@ -110,6 +110,8 @@ def test_model_facts_are_shown(window):
     assert picker.facts.isVisible()
     assert picker._fact_labels["architecture"].text() == info.architecture
     assert picker._fact_labels["device"].text() == info.device
+    assert picker._fact_labels["dtype"].text() == f"{info.dtype} (auto)"  # the window starts on dtype auto
+    assert picker._fact_labels["dtype"].toolTip() == info.dtype_note and info.dtype_note.startswith("auto")
     assert picker.status.state == "applied"
     assert picker.combo.currentData() == info.name_or_path
 

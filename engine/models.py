@@ -76,6 +76,7 @@ def resolve_dtype(dtype: DType, device: torch.device, model_config=None) -> torc
     return {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}[dtype]
 
 
+_TIMING_LOCK = threading.Lock()
 BATCH_TOLERANCE = 1.1  # a half dtype may be this much slower on batched rows and still be chosen
 TIMING_ROWS = (1, 8)  # decode at batch 1; a batch / a verify step / a prefill chunk
 
@@ -118,12 +119,13 @@ def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int,
     # one thread: the ratio between dtypes is a property of the kernels, and a single thread is
     # not stalled by OpenMP barriers when another process holds a core (which made 2-thread
     # timings swing 100x on a busy machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _time_passes(dtypes, hidden, inter, out)
-    finally:
-        torch.set_num_threads(before)
+    with _TIMING_LOCK:  # two engines loading at once must not restore each other's thread count
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _time_passes(dtypes, hidden, inter, out)
+        finally:
+            torch.set_num_threads(before)
     return out
 
 

@@ -50,6 +50,9 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
                 return "quantised or custom linear layers"
     if type(model.lm_head) is not torch.nn.Linear:
         return "custom output head"
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) != 1:
+        return f"mixed parameter dtypes ({', '.join(sorted(str(d) for d in dtypes))})"
     return None
 
 

@@ -101,7 +101,8 @@ def aggregate(results: list["RunResult"]) -> "RunResult":
     for key in first.extra:
         vals = [r.extra.get(key) for r in results]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            out.extra[key] = _median(vals)
+            med = _median(vals)
+            out.extra[key] = int(med) if all(isinstance(v, int) for v in vals) and med == int(med) else med
     out.completion_tokens = first.completion_tokens
     matches = [r.outputs_match_reference for r in results]
     out.outputs_match_reference = None if all(m is None for m in matches) else all(bool(m) for m in matches)

@@ -102,7 +102,8 @@ def _run_in_process(engine: Engine, collector: _Collector, prompts, lengths) -> 
 
 
 def _run_served(url: str, collector: _Collector, prompts, lengths, model_id: str) -> tuple[float, list, dict]:
-    bodies = [{"model": model_id, "prompt": p, "max_tokens": n, "temperature": 0, "stream": True,
+    # "stop": [] — no stop strings, as the in-process requests (absent, the model's defaults apply)
+    bodies = [{"model": model_id, "prompt": p, "max_tokens": n, "temperature": 0, "stream": True, "stop": [],
                "ignore_eos": True, "return_token_ids": True} for p, n in zip(prompts, lengths)]
     proc = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, url], input=json.dumps(bodies),
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
@@ -113,9 +114,11 @@ def _run_served(url: str, collector: _Collector, prompts, lengths, model_id: str
     return client["wall_s"], fins, client
 
 
-def _row(name: str, config: EngineConfig, walls: list[float], fins: list[ev.RequestFinished], tokens: int,
+def _row(name: str, config: EngineConfig, walls: list[float], fins: list[ev.RequestFinished], counts: list[int],
          outputs: list[list[int]], weights: int) -> RunResult:
-    rates = [tokens / w for w in walls]
+    """counts: the tokens each repeat actually produced (what its clients received)."""
+    rates = [n / w for n, w in zip(counts, walls)]
+    tokens = counts[-1]
     itl = [x for f in fins for x in f.stats.itl_s]
     ttfts = [f.stats.ttft_s for f in fins if f.stats.ttft_s is not None]
     return RunResult(
@@ -152,26 +155,28 @@ def suite_serve(opts: BenchOptions, log: Log, *, repeats: int | None = None,
                                                   trust_remote_code=opts.spec.trust_remote_code)
         prompts = _prompts(tokenizer)
         lengths = [new_tokens or (64 if opts.quick else 192)] * NUM_CLIENTS
-        tokens = sum(lengths)
         repeats = repeats or opts.repeats
         log(f"serve: warm-up (both paths, {NUM_CLIENTS} requests of 8 tokens)")
         _run_in_process(engine, collector, prompts, [8] * NUM_CLIENTS)
         _run_served(server.url, collector, prompts, [8] * NUM_CLIENTS, session.model_id)
         local_walls, served_walls, client_ttfts = [], [], []
+        local_counts, served_counts = [], []
         local_fins = served_fins = []
         for i in range(repeats):
             log(f"serve: in-process, repeat {i + 1}/{repeats} ({NUM_CLIENTS} x {lengths[0]} tokens)")
             wall, local_fins = _run_in_process(engine, collector, prompts, lengths)
             local_walls.append(wall)
+            local_counts.append(sum(len(f.token_ids) for f in local_fins))
             log(f"serve: served over HTTP, repeat {i + 1}/{repeats}")
             wall, served_fins, client = _run_served(server.url, collector, prompts, lengths, session.model_id)
             served_walls.append(wall)
             client_ttfts += [t for t in client["ttft_s"] if t is not None]
             served_outputs = client["outputs"]
+            served_counts.append(sum(len(o) for o in served_outputs))
         weights = session.model_info.weights_bytes
-        local = _row("in-process-8", config, local_walls, local_fins, tokens, [list(f.token_ids) for f in local_fins],
-                     weights)
-        served = _row("served-8", config, served_walls, served_fins, tokens, served_outputs, weights)
+        local = _row("in-process-8", config, local_walls, local_fins, local_counts,
+                     [list(f.token_ids) for f in local_fins], weights)
+        served = _row("served-8", config, served_walls, served_fins, served_counts, served_outputs, weights)
         local.outputs_match_reference = None
         served.outputs_match_reference = served.outputs == local.outputs
         served.extra["served_ratio"] = served.tokens_per_s / local.tokens_per_s

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "backend", None) or getattr(args, "launch", None) or args.suite == "remote":
         from app.remote_cli import run_remote_bench
 
-        return run_remote_bench(args, format_table, write_csv)
+        return run_remote_bench(args, format_table)
     from engine.models import pin_dtype
 
     spec = pin_dtype(ModelSpec(default_model(args.model), device=DeviceKind(args.device), dtype=DType(args.dtype),
@@ -88,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         report["suites"][name] = {"runs": [r.to_dict() for r in runs]}
         print(format_table(name, report["suites"][name]["runs"]))
     report["total_wall_s"] = time.perf_counter() - t0
+    write_report(report, args, log)
+    return 1 if failed else 0
+
+
+def write_report(report: dict, args: argparse.Namespace, log) -> None:
+    """The run's JSON and CSV, where --json / --csv asked for them."""
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(report, indent=2))
@@ -95,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if args.csv_path:
         write_csv(report, Path(args.csv_path))
         log(f"wrote {args.csv_path}")
-    return 1 if failed else 0
 
 
 COLUMNS = [

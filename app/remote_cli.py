@@ -163,10 +163,8 @@ class launched:
             self.server.stop()
 
 
-def run_remote_bench(args: argparse.Namespace, format_table, write_csv) -> int:
-    import json
+def run_remote_bench(args: argparse.Namespace, format_table) -> int:
     import time
-    from pathlib import Path
 
     from engine.bench_remote import RemoteBenchOptions, suite_remote
 
@@ -209,11 +207,7 @@ def run_remote_bench(args: argparse.Namespace, format_table, write_csv) -> int:
         print(format_table("remote", runs))
         print(format_server_table(runs))
     report["total_wall_s"] = time.perf_counter() - t0
-    if args.json_path:
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json_path}")
-    if args.csv_path:
-        write_csv(report, Path(args.csv_path))
-        log(f"wrote {args.csv_path}")
+    from app.bench_cli import write_report
+
+    write_report(report, args, log)
     return 1 if failed else 0

@@ -35,7 +35,7 @@ from ui.formatting import format_bytes
 from ui.reflow import FlowLayout
 from ui.fill_layout import FillColumn
 from ui.theme import LIGHT, Theme
-from ui.widgets import label, named
+from ui.widgets import label, labelled, named
 
 MIB = float(1 << 20)
 BATCHES = ((1, BLUE), (4, GREEN), (8, PURPLE))
@@ -170,13 +170,7 @@ class MemoryView(QWidget):
             top.addWidget(w)
         for title, w in (("level", self.level_combo), ("batch", self.batch_spin), ("context", self.context_spin),
                          ("chart", self.range_combo)):
-            pair = QWidget()
-            row = QHBoxLayout(pair)
-            row.setContentsMargins(0, 0, 0, 0)
-            row.setSpacing(4)
-            row.addWidget(label(title, f"{w.objectName()}_label", f"{title} label", role="field"))
-            row.addWidget(w)
-            top.addWidget(pair)
+            top.addWidget(labelled(title, w))
         self.folder_edit.setMinimumWidth(220)
         body = QHBoxLayout()
         body.addWidget(self.facts)

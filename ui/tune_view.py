@@ -38,7 +38,7 @@ from ui.reflow import FlowLayout
 from ui.fill_layout import FillColumn
 from ui.theme import LIGHT, Theme
 from ui.viewmodels.tune import TABLE_COLUMNS, X_AXES, Y_AXES, TuneModel, cell, point_summary
-from ui.widgets import label, named
+from ui.widgets import label, labelled, named
 
 DRAIN_INTERVAL_MS = 100
 MAX_LABELLED = 40  # beyond this many points only the front is labelled (a readable chart)
@@ -119,13 +119,7 @@ class TuneView(QWidget):
             flow.addWidget(w)
         for title, w in (("Users", self.users_spin), ("Repeats", self.repeats_spin), ("Objective", self.y_combo),
                          ("against", self.x_combo)):
-            pair = QWidget()
-            row = QHBoxLayout(pair)
-            row.setContentsMargins(0, 0, 0, 0)
-            row.setSpacing(4)
-            row.addWidget(label(title, f"{w.objectName()}_label", f"{title} label", role="field"))
-            row.addWidget(w)
-            flow.addWidget(pair)
+            flow.addWidget(labelled(title, w))
         for w in (self.start_button, self.cancel_button, self.resume_button, self.load_button):
             flow.addWidget(w)
         exports = QWidget()

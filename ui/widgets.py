@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 W = TypeVar("W", bound=QWidget)
 
@@ -86,3 +86,14 @@ class ElidedLabel(QLabel):
     def _elide(self) -> None:
         shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(1, self.width()))
         super().setText(shown)
+
+
+def labelled(title: str, widget: QWidget) -> QWidget:
+    """A field label and its control side by side, one unit for a flowing toolbar."""
+    pair = QWidget()
+    row = QHBoxLayout(pair)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.setSpacing(4)
+    row.addWidget(label(title, f"{widget.objectName()}_label", f"{title} label", role="field"))
+    row.addWidget(widget)
+    return pair

@@ -28,8 +28,26 @@ def usable_cores() -> int:
 
 
 def measure_read_bandwidth(num_bytes: int = 256 << 20, repeats: int = 5) -> float:
-    """Bytes per second this process reads from memory with torch's own threads: the best of a
-    few sums over a buffer far larger than any cache (the decode roofline's denominator)."""
+    """Bytes per second this machine reads from memory with torch's threads: the best of a few
+    sums over a buffer far larger than any cache (the decode roofline's denominator). Measured
+    in a child process: a parallel region run on this process's main thread leaves an OpenMP
+    team behind that slowed the engine thread's steps by a third afterwards (230 -> 155 tok/s
+    measured on the bundled target)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
+            "from engine.machine import _read_bandwidth_here; "
+            "print(_read_bandwidth_here(int(sys.argv[2]), int(sys.argv[3])))")
+    root = str(Path(__file__).resolve().parent.parent)
+    run = subprocess.run([sys.executable, "-c", code, str(torch.get_num_threads()), str(num_bytes), str(repeats)],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    if run.returncode != 0:
+        raise RuntimeError(f"bandwidth probe failed: {run.stderr.strip()[-300:]}")
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def _read_bandwidth_here(num_bytes: int, repeats: int) -> float:
     buf = torch.ones(num_bytes // 4, dtype=torch.float32)
     buf.sum()  # touch every page first
     best = float("inf")

@@ -17,6 +17,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from engine.fastpath import kernels
+
 SUPPORTED = {"llama", "mistral", "qwen2"}
 # rows (batch x tokens) from which half-precision weights compute in float32 on a CPU: without
 # half arithmetic a half matrix product runs row by row (measured here: 1 row 29 us, 5 rows 142 us,
@@ -109,7 +111,9 @@ class LlamaFastForward:
             fused = getattr(model, "_workbench_fused", None)
             if fused is None:
                 fused = []
-                k_major = k_major_pays(model.model.embed_tokens.weight)
+                # the kernel reads weights as torch keeps them ([out, in]); torch's own products
+                # read float32 faster transposed
+                k_major = k_major_pays(model.model.embed_tokens.weight) and not _kernel_fits(model)
                 for layer in model.model.layers:
                     a, m = layer.self_attn, layer.mlp
                     fused.append((_fuse([a.q_proj, a.k_proj, a.v_proj], k_major),
@@ -140,6 +144,11 @@ class LlamaFastForward:
         weight = self.embed.weight
         self.attn_fp32 = weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16)
         self.cache_dtype = torch.float32 if self.attn_fp32 else weight.dtype
+        # products of up to kernels.MAX_ROWS rows in our kernel (float32 rows, any stored dtype):
+        # with it, a half-precision model computes in float32 throughout on a CPU
+        self.kernel = _kernel_fits(model) and all(kernels.supports(w) for L in self.layers
+                                                   for w in (L.w_qkv, L.w_o, L.w_gu, L.w_down))
+        self.kernel = self.kernel and kernels.supports(self.lm_head.weight)
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
                  cache_layers: list, logits_to_keep: int) -> torch.Tensor:
@@ -151,7 +160,7 @@ class LlamaFastForward:
         # half-precision weights on a CPU: a matrix-vector product is fastest in half precision
         # (it streams the weights), a matrix-matrix product faster in float32 on upcast weights
         # (the CPU has no half-precision arithmetic): from UPCAST_ROWS rows on, compute in float32
-        up = self.attn_fp32 and b * t >= UPCAST_ROWS
+        up = self.attn_fp32 and (self.kernel or b * t >= UPCAST_ROWS)
         if up:
             x = x.float()
         cos, sin = self.rotary(x, position_ids)  # [B, T, head_dim]
@@ -167,11 +176,12 @@ class LlamaFastForward:
                 mask = mask & valid.to(x.device)[:, None, None, :]
         elif t > 1:
             causal = True
+        lin = _kernel_linear if self.kernel and b * t <= kernels.MAX_ROWS else _linear
         for L, cache in zip(self.layers, cache_layers):
             if self.interrupt is not None and self.interrupt.is_set():
                 raise StepInterrupted()
             h = _rms(x, L.in_norm, L.eps_in)
-            qkv = _linear(h, L.w_qkv, L.b_qkv, up)
+            qkv = lin(h, L.w_qkv, L.b_qkv, up)
             q = qkv[..., :L.n_q].view(b, t, L.heads, L.head_dim).transpose(1, 2)
             k = qkv[..., L.n_q:L.n_q + L.n_kv].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
             v = qkv[..., L.n_q + L.n_kv:].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
@@ -190,12 +200,12 @@ class LlamaFastForward:
                     values = values.repeat_interleave(groups, dim=1)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, scale=L.scale,
                                                **gqa).to(x.dtype)
-            x = x + _linear(o.transpose(1, 2).reshape(b, t, L.n_q), L.w_o, None, up)
+            x = x + lin(o.transpose(1, 2).reshape(b, t, L.n_q), L.w_o, None, up)
             h = _rms(x, L.post_norm, L.eps_post)
-            gu = _linear(h, L.w_gu, None, up)
-            x = x + _linear(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down, None, up)
+            gu = lin(h, L.w_gu, None, up)
+            x = x + lin(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down, None, up)
         x = _rms(x[:, -logits_to_keep:], self.norm.weight, self.norm_eps)
-        return _linear(x, self.lm_head.weight, self.lm_head.bias, up)
+        return lin(x, self.lm_head.weight, self.lm_head.bias, up)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -209,6 +219,21 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, up
     if up:
         return F.linear(x, weight.float(), None if bias is None else bias.float())
     return F.linear(x, weight, bias)
+
+
+def _kernel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, up: bool) -> torch.Tensor:
+    return kernels.linear(x, weight, bias)
+
+
+def _kernel_fits(model: torch.nn.Module) -> bool:
+    """Whether this model's products run in our kernel: a CPU model whose input sizes are
+    multiples of 16, on a machine where the kernel builds."""
+    cfg, weight = model.config, model.model.embed_tokens.weight
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    sizes = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * head_dim)
+    return all(n % 16 == 0 for n in sizes) and kernels.available()
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,128 @@
+"""Our one native kernel: small-batch products of float32 rows with [out, in] weights (gemv.c).
+
+On a CPU a decode step is a read of every weight; torch's kernels read a Linear's weight at
+~10-27 GB/s at batch 1 here, below what the machine can stream (~45 GB/s). gemv.c reads it at
+close to that, for float32, float16 and bfloat16 weights, and keeps the speed for a few rows
+(batched decode, verification). It is compiled on first use with the system C compiler for
+this CPU (-march=native) into a per-user cache; without a compiler or AVX-512 the fast forward
+keeps torch's products (`unavailable_reason()` says why). WORKBENCH_KERNELS=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("gemv.c")
+MAX_ROWS = 32  # from this many rows on torch's matrix-matrix kernels are as fast (measured here)
+_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_LOCK = threading.Lock()
+_state: dict = {}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "inference-workbench" / "kernels"
+
+
+def _library_path() -> Path:
+    digest = hashlib.sha256(SOURCE.read_bytes() + platform.machine().encode() +
+                            _cpu_flags().encode()).hexdigest()[:16]
+    return cache_dir() / f"gemv-{digest}.so"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return ""
+
+
+def _build(target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise RuntimeError("no C compiler (cc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(SOURCE), "-o", str(out)]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if run.returncode != 0:
+            first = (run.stderr.strip().splitlines() or ["failed"])[0]
+            raise RuntimeError(f"could not compile the kernel: {first[:200]}")
+        os.replace(out, target)  # atomic: a second process never loads a half-written library
+
+
+def _load():
+    if os.environ.get("WORKBENCH_KERNELS", "1") == "0":
+        raise RuntimeError("turned off (WORKBENCH_KERNELS=0)")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise RuntimeError(f"no kernel for {platform.machine()}")
+    if "avx512f" not in _cpu_flags():
+        raise RuntimeError("this CPU has no AVX-512")
+    path = _library_path()
+    if not path.exists():
+        _build(path)
+    # torch is imported (it loaded its libgomp.so.1): the library's libgomp.so.1 resolves to
+    # that copy, so both run on one OpenMP team
+    lib = ctypes.CDLL(str(path))
+    fn = lib.wb_linear
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _get():
+    with _LOCK:
+        if "fn" not in _state and "error" not in _state:
+            try:
+                _state["fn"] = _load()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                _state["error"] = str(e)
+        return _state.get("fn")
+
+
+def available() -> bool:
+    return _get() is not None
+
+
+def unavailable_reason() -> str | None:
+    return None if _get() is not None else _state.get("error")
+
+
+def supports(weight: torch.Tensor) -> bool:
+    """Whether linear() takes this weight: a contiguous [out, in] CPU matrix, in % 16 == 0."""
+    return (weight.device.type == "cpu" and weight.dtype in _KINDS and weight.dim() == 2
+            and weight.is_contiguous() and weight.shape[1] % 16 == 0)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., in] (any float dtype) -> float32 [..., out] = x . weight^T + bias."""
+    fn = _get()
+    if fn is None:
+        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    n, k = weight.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.dtype is not torch.float32 or not x2.is_contiguous():
+        x2 = x2.to(torch.float32).contiguous()
+    y = torch.empty((x2.shape[0], n), dtype=torch.float32)
+    if fn(_KINDS[weight.dtype], x2.shape[0], k, n, x2.data_ptr(), weight.data_ptr(), y.data_ptr(),
+          torch.get_num_threads()) != 0:
+        raise ValueError(f"the kernel refused a [{x2.shape[0]}, {k}] x [{n}, {k}] product")
+    if bias is not None:
+        y += bias
+    return y.view(*lead, n)

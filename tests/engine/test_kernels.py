@@ -1,0 +1,93 @@
+"""The native small-batch product (engine/fastpath/gemv.c): equal to torch's product for every
+stored dtype, row count and awkward output size; one OpenMP runtime in the process; used by the
+fast forward; refused cleanly when turned off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.fastpath import kernels
+
+needs_kernel = pytest.mark.skipif(not kernels.available(), reason=f"kernel unavailable: {kernels.unavailable_reason()}")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13, 32])
+@pytest.mark.parametrize("out_features", [1, 3, 4, 6, 64, 97, 1408])
+def test_kernel_equals_torch(dtype, rows, out_features):
+    g = torch.Generator().manual_seed(rows * 1000 + out_features)
+    k = 160
+    weight = torch.randn(out_features, k, generator=g).to(dtype)
+    x = torch.randn(rows, k, generator=g)
+    expected = x @ weight.float().t()
+    got = kernels.linear(x, weight)
+    assert got.dtype is torch.float32 and got.shape == (rows, out_features)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+def test_kernel_keeps_leading_dims_takes_half_rows_and_adds_bias():
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(48, 64, generator=g)
+    bias = torch.randn(48, generator=g)
+    x = torch.randn(2, 3, 64, generator=g).half()  # a half activation is widened, not refused
+    got = kernels.linear(x, weight, bias)
+    assert got.shape == (2, 3, 48)
+    torch.testing.assert_close(got, x.float() @ weight.t() + bias, rtol=1e-5, atol=1e-4)
+    # a non-contiguous input (a slice of a wider one) gives the same answer
+    wide = torch.randn(5, 128, generator=g)
+    torch.testing.assert_close(kernels.linear(wide[:, :64], weight), wide[:, :64] @ weight.t(), rtol=1e-5, atol=1e-4)
+
+
+def test_supports_refuses_what_the_kernel_cannot_read():
+    assert kernels.supports(torch.zeros(8, 32))
+    assert not kernels.supports(torch.zeros(8, 24))  # in_features not a multiple of 16
+    assert not kernels.supports(torch.zeros(32, 8).t())  # not contiguous
+    assert not kernels.supports(torch.zeros(8, 32, dtype=torch.float64))
+    assert not kernels.supports(torch.zeros(2, 8, 32))
+
+
+@needs_kernel
+def test_kernel_shares_torchs_openmp_runtime():
+    """One libgomp in the process: the kernel's threads are torch's, not a second team."""
+    code = ("import torch; from engine.fastpath import kernels; "
+            "kernels.linear(torch.randn(1, 32), torch.randn(8, 32)); "
+            "maps = open('/proc/self/maps').read().splitlines(); "
+            "print(len({l.split()[-1] for l in maps if 'libgomp' in l}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+@needs_kernel
+def test_the_fast_forward_multiplies_in_the_kernel(tiny_llama_dir):
+    from engine.config import ModelSpec
+    from engine.models import load_model
+    from engine.runner import ModelRunner
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    runner = ModelRunner(loaded.model, loaded.device, 0)
+    assert runner.fast.kernel
+    attn = loaded.model.model.layers[0].self_attn
+    # the fused weight is [out, in] contiguous, the modules' weights are views into it
+    assert kernels.supports(runner.fast.layers[0].w_qkv)
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == runner.fast.layers[0].w_qkv.untyped_storage().data_ptr()
+
+
+def test_turned_off_the_fast_forward_keeps_torchs_products(tiny_llama_dir):
+    code = ("from engine.fastpath import kernels; from engine.config import ModelSpec; "
+            "from engine.models import load_model; from engine.runner import ModelRunner; import sys; "
+            f"m = load_model(ModelSpec({str(tiny_llama_dir)!r})); r = ModelRunner(m.model, m.device, 0); "
+            "print(r.fast.kernel, kernels.unavailable_reason())")
+    env = dict(os.environ, WORKBENCH_KERNELS="0", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False turned off (WORKBENCH_KERNELS=0)"

@@ -69,7 +69,8 @@ def resolve_dtype(dtype: DType, device: torch.device, model_config=None) -> torc
         stored = checkpoint_dtype(model_config)
         if stored in (torch.float16, torch.bfloat16):
             hidden, inter = _linear_shape(model_config)
-            t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads())
+            t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads(),
+                                   _fast_kernel(model_config))
             one, rows = t[stored], t[torch.float32]
             return stored if one[0] < rows[0] and one[1] <= BATCH_TOLERANCE * rows[1] else torch.float32
         return torch.float32
@@ -110,10 +111,23 @@ def _linear_shape(model_config) -> tuple[int, int]:
     return int(hidden), int(inter)
 
 
+def _fast_kernel(model_config) -> bool:
+    """Whether the model's products will run in our CPU kernel (the Llama-family fast forward
+    on a machine where it builds): then that kernel is what the dtype choice must time."""
+    from engine.fastpath import kernels
+    from engine.fastpath.llama import SUPPORTED
+
+    hidden, inter = _linear_shape(model_config)
+    return (getattr(model_config, "model_type", None) in SUPPORTED and hidden % 16 == 0 and inter % 16 == 0
+            and kernels.available())
+
+
 @functools.lru_cache(maxsize=32)
-def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int, threads: int) -> dict:
+def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int, threads: int,
+                       kernel: bool = False) -> dict:
     """Per dtype, (seconds for 1 row, seconds for 8 rows) of one pass over ~64 MB of
     [inter, hidden] weights: decode is weight streaming, so the pass is sized past the caches.
+    kernel: time engine.fastpath.kernels (float32 rows) instead of torch's products.
     About 0.5 s in all, once per shape."""
     out = {}
     # one thread: the ratio between dtypes is a property of the kernels, and a single thread is
@@ -123,25 +137,28 @@ def cpu_linear_timings(dtypes: tuple[torch.dtype, ...], hidden: int, inter: int,
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            _time_passes(dtypes, hidden, inter, out)
+            _time_passes(dtypes, hidden, inter, out, kernel)
         finally:
             torch.set_num_threads(before)
     return out
 
 
-def _time_passes(dtypes, hidden: int, inter: int, out: dict) -> None:
+def _time_passes(dtypes, hidden: int, inter: int, out: dict, kernel: bool = False) -> None:
+    from engine.fastpath import kernels
+
     with torch.inference_mode():
         for dt in dtypes:
             count = max(1, (64 << 20) // (hidden * inter * 4))
             weights = [torch.randn(inter, hidden).to(dt) for _ in range(count)]
             times = []
             for rows in TIMING_ROWS:
-                x = torch.randn(rows, hidden).to(dt)
+                x = torch.randn(rows, hidden) if kernel else torch.randn(rows, hidden).to(dt)
+                product = kernels.linear if kernel else torch.nn.functional.linear
                 best = float("inf")
                 for rep in range(5):
                     t0 = time.perf_counter()
                     for w in weights:
-                        torch.nn.functional.linear(x, w)
+                        product(x, w)
                     if rep:  # the first pass warms the kernels
                         best = min(best, time.perf_counter() - t0)
                 times.append(best)
@@ -156,7 +173,8 @@ def dtype_note(spec_dtype: DType, chosen, model_config) -> str:
     stored = checkpoint_dtype(model_config)
     if isinstance(chosen, torch.dtype) and stored in (torch.float16, torch.bfloat16):
         hidden, inter = _linear_shape(model_config)
-        t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads())
+        t = cpu_linear_timings((torch.float32, stored), hidden, inter, torch.get_num_threads(),
+                               _fast_kernel(model_config))
         half = str(stored).replace("torch.", "")
         one = t[torch.float32][0] / t[stored][0]
         rows = t[torch.float32][1] / t[stored][1]

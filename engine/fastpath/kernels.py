@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("gemv.c")
-MAX_ROWS = 32  # from this many rows on torch's matrix-matrix kernels are as fast (measured here)
+# up to a 512-token prefill chunk; measured here against torch's products on the bundled target's
+# 8 layers: 1 row 2.4 vs 4.6 ms, 32 rows 8.4 vs 13.2, 128 rows 23 vs 42, 512 rows 91 vs 138 (float32)
+MAX_ROWS = 512
 _KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _LOCK = threading.Lock()
 _state: dict = {}

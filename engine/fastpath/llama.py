@@ -149,6 +149,11 @@ class LlamaFastForward:
         self.kernel = _kernel_fits(model) and all(kernels.supports(w) for L in self.layers
                                                    for w in (L.w_qkv, L.w_o, L.w_gu, L.w_down))
         self.kernel = self.kernel and kernels.supports(self.lm_head.weight)
+        self.final_norm = self.norm.weight
+        if self.kernel and self.attn_fp32:  # float32 activations meet float32 norm scales (tiny copies)
+            for L in self.layers:
+                L.in_norm, L.post_norm = L.in_norm.float(), L.post_norm.float()
+            self.final_norm = self.final_norm.float()
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
                  cache_layers: list, logits_to_keep: int) -> torch.Tensor:
@@ -182,11 +187,11 @@ class LlamaFastForward:
                 raise StepInterrupted()
             h = _rms(x, L.in_norm, L.eps_in)
             qkv = lin(h, L.w_qkv, L.b_qkv, up)
-            q = qkv[..., :L.n_q].view(b, t, L.heads, L.head_dim).transpose(1, 2)
-            k = qkv[..., L.n_q:L.n_q + L.n_kv].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
+            # queries and keys side by side in qkv: one rotation for both
+            qk = qkv[..., :L.n_q + L.n_kv].view(b, t, L.heads + L.kv_heads, L.head_dim).transpose(1, 2)
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk[:, :L.heads], qk[:, L.heads:]
             v = qkv[..., L.n_q + L.n_kv:].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
             keys, values = cache.update(k, v)
             if self.attn_fp32:
                 q = q.float()  # keys and values already are: the cache is float32
@@ -204,12 +209,14 @@ class LlamaFastForward:
             h = _rms(x, L.post_norm, L.eps_post)
             gu = lin(h, L.w_gu, None, up)
             x = x + lin(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down, None, up)
-        x = _rms(x[:, -logits_to_keep:], self.norm.weight, self.norm_eps)
+        x = _rms(x[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return lin(x, self.lm_head.weight, self.lm_head.bias, up)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # as LlamaRMSNorm: the statistics in float32, the scale in the input dtype
+    if x.dtype is torch.float32 and weight.dtype is torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)  # the same arithmetic in one operator
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight.to(x.dtype) * h.to(x.dtype)

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from engine.config import DType, GenerateRequest, ModelSpec
 from engine.engine import Engine
-from engine.models import cpu_linear_timings, load_model, resolve_dtype
+from engine.models import _fast_kernel, cpu_linear_timings, load_model, resolve_dtype
 from tests.helpers.engine_utils import greedy, hf_greedy, wait_finished, wait_loaded
 
 
@@ -30,8 +30,9 @@ def test_auto_keeps_float32_checkpoints_in_float32(tiny_llama_dir):
 def test_auto_keeps_half_precision_only_where_it_is_fast_for_one_row_and_for_a_batch(tiny_llama_dir, tmp_path):
     d = _half_copy(tiny_llama_dir, tmp_path / "half")
     cfg = AutoConfig.from_pretrained(d)
+    # timed as the model will run: in our kernel when the fast forward takes it
     t = cpu_linear_timings((torch.float32, torch.float16), cfg.hidden_size, cfg.intermediate_size,
-                           torch.get_num_threads())
+                           torch.get_num_threads(), _fast_kernel(cfg))
     chosen = resolve_dtype(DType.AUTO, torch.device("cpu"), cfg)
     half_wins = t[torch.float16][0] < t[torch.float32][0] and t[torch.float16][1] <= 1.1 * t[torch.float32][1]
     assert chosen is (torch.float16 if half_wins else torch.float32)

@@ -128,9 +128,10 @@ def format_table(suite: str, runs: list[dict]) -> str:
     for r in runs:
         row = []
         for col in COLUMNS:
-            if col[1] is None:
+            if col[1] is None:  # the median of per-repeat ratios where the bench paired them
                 tps = r.get("tokens_per_s")
-                row.append(f"{tps / base:.2f}" if tps and base else "")
+                ratio = r.get("x_first", tps / base if tps and base else None)
+                row.append(f"{ratio:.2f}" if ratio else "")
                 continue
             if col[1] == "tokens_per_s_min":
                 lo, hi = r.get("tokens_per_s_min"), r.get("tokens_per_s_max")

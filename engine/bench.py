@@ -79,7 +79,22 @@ def run_cases(cases: list[Case], repeats: int, log: Log, suite: str) -> list["Ru
             log(f"{suite}: {case.name} (repeat {rep + 1}/{repeats})")
             case.prepare()
             runs[case.name].append(case.measure())
-    return [aggregate(runs[c.name]) for c in cases]
+    out = [aggregate(runs[c.name]) for c in cases]
+    if cases:
+        first = runs[cases[0].name]
+        for case, agg in zip(cases, out):
+            x_first(agg, runs[case.name], first)
+    return out
+
+
+def x_first(out: "RunResult", runs: list["RunResult"], first: list["RunResult"]) -> None:
+    """The row's speed over the first row's, taken within each repeat (the two were measured
+    minutes apart at most, so a drift of the machine between repeats cancels) and the median of
+    those: a ratio of two medians would mix repeats measured on a faster and a slower machine."""
+    ratios = [r.tokens_per_s / f.tokens_per_s for r, f in zip(runs, first) if r.tokens_per_s and f.tokens_per_s]
+    if ratios:
+        out.extra["x_first"] = _median(ratios)
+        out.extra["x_first_min"], out.extra["x_first_max"] = min(ratios), max(ratios)
 
 
 def _median(values: list[float]) -> float | None:

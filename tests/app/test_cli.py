@@ -82,3 +82,20 @@ def test_bench_repeats_are_interleaved_medians_with_peers_in_their_own_process(t
     assert runs["hf-generate"]["process"] == "own"
     assert runs["kv-on"]["outputs_match_reference"] is True and runs["kv-off"]["outputs_match_reference"] is True
     assert 0 < runs["kv-on"]["roofline_pct"] < 100
+    # "x first" is paired within each repeat: the first row's own ratio is exactly 1
+    assert runs["kv-off"]["x_first"] == 1.0
+    assert runs["kv-on"]["x_first_min"] <= runs["kv-on"]["x_first"] <= runs["kv-on"]["x_first_max"]
+
+
+def test_x_first_pairs_rows_within_a_repeat_so_drift_between_repeats_cancels():
+    from engine.bench import Case, RunResult, run_cases
+
+    # the machine halves its speed between repeats; within a repeat B is always 2x A
+    speeds = {"A": iter([100.0, 50.0, 25.0]), "B": iter([200.0, 100.0, 50.0])}
+
+    def case(name):
+        return Case(name, lambda: RunResult(name=name, config={}, outputs=[], tokens_per_s=next(speeds[name])))
+
+    a, b = run_cases([case("A"), case("B")], 3, lambda _m: None, "t")
+    assert b.extra["x_first"] == 2.0 and b.extra["x_first_min"] == b.extra["x_first_max"] == 2.0
+    assert a.extra["x_first"] == 1.0

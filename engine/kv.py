@@ -246,11 +246,16 @@ COMPACT_HOLE_FRACTION = 0.5
 
 
 def compact_if_holey(kv: BatchKV) -> bool:
-    """Squeeze the holes out when they waste more than half of a cache of some size."""
-    if kv.width >= COMPACT_MIN_WIDTH and kv.hole_fraction() > COMPACT_HOLE_FRACTION:
-        kv.compact()
-        return True
-    return False
+    """Squeeze the holes out when that would at least halve a cache of some size. Compaction
+    rebuilds every row left-padded to the longest one, so what it can free is the width beyond
+    the longest row's valid tokens; the padding of shorter rows stays. (Judging by the hole
+    fraction alone re-compacted a batch with one long row on every step: it stays holey.)"""
+    if kv.width < COMPACT_MIN_WIDTH or kv.hole_fraction() <= COMPACT_HOLE_FRACTION:
+        return False
+    if max(kv.num_valid(), default=0) > (1 - COMPACT_HOLE_FRACTION) * kv.width:
+        return False
+    kv.compact()
+    return True
 
 
 class PrefixCache:

@@ -10,6 +10,7 @@
  * and these products share one team instead of two teams spinning against each other.
  * Built on first use by engine/fastpath/kernels.py; refuses to build without AVX-512F.
  */
+#include <math.h>
 #include <stdint.h>
 #include <omp.h>
 #include <immintrin.h>
@@ -84,6 +85,95 @@ int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, floa
             else if (kind == 1) band_f16(M, K, N, x, w, y, n0, n1);
             else band_bf16(M, K, N, x, w, y, n0, n1);
         }
+    }
+    return 0;
+}
+
+/* exp for x <= 0 (softmax after subtracting the max): Cephes' expf polynomial on the reduced
+   argument, scaled by 2^n with scalef; ~1 ulp, as torch's vectorised exp. */
+static inline __m512 exp_neg(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Attention for a few query rows per sequence (decode, verification) over a float32 cache:
+ *   o[b, i, h, :] = softmax_j(scale * q[b, h, i, :] . k[b, h / G, j, :]) . v[b, h / G, j, :]
+ * over the keys query i may see: j <= L - T + i (causal) and valid[b, j] (holes), G = H / KVH.
+ * q, k, v: innermost dimension contiguous, other strides in floats; valid: [B, L] bytes or NULL;
+ * o: [B, T, H, D] contiguous (the layout the output projection reads). D % 16 == 0, D <= 256.
+ * scratch: B*H*T*L floats (scores). A query that sees no key gets zeros. */
+int wb_attention(int B, int H, int KVH, int T, int L, int D, float scale,
+                 const float *q, int64_t qsb, int64_t qsh, int64_t qst,
+                 const float *k, int64_t ksb, int64_t ksh, int64_t ksl,
+                 const float *v, int64_t vsb, int64_t vsh, int64_t vsl,
+                 const uint8_t *valid, float *o, float *scratch, int threads) {
+    if (D % 16 || D > 256 || H % KVH || T > L) return -1;
+    int G = H / KVH, items = B * H * T, nv = D / 16;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int it = 0; it < items; it++) {
+        int b = it / (H * T), h = (it / T) % H, i = it % T;
+        const float *qp = q + b * qsb + h * qsh + i * qst;
+        const float *kp = k + b * ksb + (h / G) * ksh, *vp = v + b * vsb + (h / G) * vsh;
+        const uint8_t *ok = valid ? valid + (int64_t)b * L : 0;
+        float *s = scratch + (int64_t)it * L;
+        int last = L - T + i;  /* the last key this query sees */
+        __m512 qv[16];
+        for (int d = 0; d < nv; d++) qv[d] = _mm512_mul_ps(_mm512_loadu_ps(qp + 16 * d), _mm512_set1_ps(scale));
+        float mx = -INFINITY;
+        for (int j = 0; j <= last; j++) {
+            if (ok && !ok[j]) { s[j] = -INFINITY; continue; }
+            const float *kj = kp + j * ksl;
+            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
+            for (int d = 1; d < nv; d++) acc = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kj + 16 * d), acc);
+            float x = _mm512_reduce_add_ps(acc);
+            s[j] = x;
+            if (x > mx) mx = x;
+        }
+        float *op = o + (((int64_t)b * T + i) * H + h) * D;
+        if (mx == -INFINITY) {  /* nothing to attend to */
+            for (int d = 0; d < D; d++) op[d] = 0.0f;
+            continue;
+        }
+        /* p_j = exp(s_j - max), 16 at a time (masked keys give exp(-inf) = 0) */
+        __m512 mxv = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
+        int j = 0;
+        for (; j + 16 <= last + 1; j += 16) {
+            __m512 p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(s + j), mxv));
+            p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), p);
+            _mm512_storeu_ps(s + j, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        if (j <= last) {
+            __mmask16 m = (__mmask16)((1u << (last + 1 - j)) - 1);
+            __m512 sj = _mm512_maskz_loadu_ps(m, s + j);
+            __m512 p = exp_neg(_mm512_sub_ps(sj, mxv));
+            m &= _mm512_cmp_ps_mask(sj, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+            p = _mm512_maskz_mov_ps(m, p);
+            _mm512_mask_storeu_ps(s + j, (__mmask16)((1u << (last + 1 - j)) - 1), p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        float inv = 1.0f / _mm512_reduce_add_ps(sum);
+        __m512 ov[16];
+        for (int d = 0; d < nv; d++) ov[d] = _mm512_setzero_ps();
+        for (int jj = 0; jj <= last; jj++) {
+            float p = s[jj];
+            if (p == 0.0f) continue;
+            const float *vj = vp + jj * vsl;
+            __m512 pv = _mm512_set1_ps(p);
+            for (int d = 0; d < nv; d++) ov[d] = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vj + 16 * d), ov[d]);
+        }
+        for (int d = 0; d < nv; d++) _mm512_storeu_ps(op + 16 * d, _mm512_mul_ps(ov[d], _mm512_set1_ps(inv)));
     }
     return 0;
 }

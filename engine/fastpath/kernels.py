@@ -84,6 +84,7 @@ def _load():
     fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     fn.restype = ctypes.c_int
+    _state["lib"] = lib
     return fn
 
 
@@ -128,3 +129,49 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if bias is not None:
         y += bias
     return y.view(*lead, n)
+
+
+def _get_attention():
+    _get()
+    with _LOCK:
+        if "attn" not in _state and "fn" in _state:
+            fn = _state["lib"].wb_attention
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            fn.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _state["attn"] = fn
+        return _state.get("attn")
+
+
+ATTENTION_MAX_QUERIES = 16  # decode and verification; longer prefill chunks keep torch's flash kernel
+
+
+def attention_supports(q: torch.Tensor, keys: torch.Tensor) -> bool:
+    d = q.shape[-1]
+    return (q.dtype is torch.float32 and keys.dtype is torch.float32 and q.device.type == "cpu"
+            and d % 16 == 0 and d <= 256 and q.shape[2] <= ATTENTION_MAX_QUERIES)
+
+
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None,
+              scale: float) -> torch.Tensor:
+    """q [B, H, T, D], keys/values [B, KVH, L, D] (float32, innermost contiguous), valid [B, L]
+    uint8 or None -> [B, T, H, D]: causal attention of the last T positions over all L, holes
+    masked; a query that sees no key gets zeros."""
+    fn = _get_attention()
+    if fn is None:
+        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    b, h, t, d = q.shape
+    kvh, length = keys.shape[1], keys.shape[2]
+    for x in (q, keys, values):
+        if x.stride(-1) != 1:
+            raise ValueError("attention needs the innermost dimension contiguous")
+    if valid is not None:
+        valid = valid.to(torch.uint8).contiguous()
+    out = torch.empty((b, t, h, d), dtype=torch.float32)
+    scratch = torch.empty(b * h * t * length, dtype=torch.float32)
+    rc = fn(b, h, kvh, t, length, d, scale, q.data_ptr(), *q.stride()[:3], keys.data_ptr(), *keys.stride()[:3],
+            values.data_ptr(), *values.stride()[:3], 0 if valid is None else valid.data_ptr(), out.data_ptr(),
+            scratch.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"the kernel refused attention of {tuple(q.shape)} over {tuple(keys.shape)}")
+    return out

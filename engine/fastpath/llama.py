@@ -182,6 +182,10 @@ class LlamaFastForward:
         elif t > 1:
             causal = True
         lin = _kernel_linear if self.kernel and b * t <= kernels.MAX_ROWS else _linear
+        # a few queries per row (decode, verification) over the float32 cache: our attention,
+        # which reads the cache once and skips holes, instead of the flash kernel's blocked loop
+        own_attn = self.kernel and self.cache_dtype is torch.float32 and t <= kernels.ATTENTION_MAX_QUERIES
+        valid_bytes = None if valid is None or not own_attn else valid.to(torch.uint8).contiguous()
         for L, cache in zip(self.layers, cache_layers):
             if self.interrupt is not None and self.interrupt.is_set():
                 raise StepInterrupted()
@@ -195,22 +199,28 @@ class LlamaFastForward:
             keys, values = cache.update(k, v)
             if self.attn_fp32:
                 q = q.float()  # keys and values already are: the cache is float32
-            gqa = {}
-            if L.kv_heads != L.heads:
-                if mask is None:
-                    gqa["enable_gqa"] = True  # as transformers does when there is no mask
-                else:
-                    groups = L.heads // L.kv_heads
-                    keys = keys.repeat_interleave(groups, dim=1)
-                    values = values.repeat_interleave(groups, dim=1)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, scale=L.scale,
-                                               **gqa).to(x.dtype)
-            x = x + lin(o.transpose(1, 2).reshape(b, t, L.n_q), L.w_o, None, up)
+            if own_attn:  # float32 activations (a float32 model, or half weights with the kernel)
+                o = kernels.attention(q, keys, values, valid_bytes, L.scale).view(b, t, L.n_q)
+            else:
+                o = _sdpa(q, keys, values, mask, causal, L).to(x.dtype).transpose(1, 2).reshape(b, t, L.n_q)
+            x = x + lin(o, L.w_o, None, up)
             h = _rms(x, L.post_norm, L.eps_post)
             gu = lin(h, L.w_gu, None, up)
             x = x + lin(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down, None, up)
         x = _rms(x[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return lin(x, self.lm_head.weight, self.lm_head.bias, up)
+
+
+def _sdpa(q, keys, values, mask, causal: bool, L: _Layer) -> torch.Tensor:
+    gqa = {}
+    if L.kv_heads != L.heads:
+        if mask is None:
+            gqa["enable_gqa"] = True  # as transformers does when there is no mask
+        else:
+            groups = L.heads // L.kv_heads
+            keys = keys.repeat_interleave(groups, dim=1)
+            values = values.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, scale=L.scale, **gqa)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

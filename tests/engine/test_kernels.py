@@ -91,3 +91,41 @@ def test_turned_off_the_fast_forward_keeps_torchs_products(tiny_llama_dir):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False turned off (WORKBENCH_KERNELS=0)"
+
+
+def _reference_attention(q, keys, values, valid):
+    b, h, t, d = q.shape
+    length, groups = keys.shape[2], h // keys.shape[1]
+    mask = torch.arange(length)[None, :] <= (torch.arange(t) + length - t)[:, None]  # [T, L]
+    mask = mask[None, None].expand(b, 1, t, length)
+    if valid is not None:
+        mask = mask & valid[:, None, None, :]
+    k, v = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=d ** -0.5)
+    return out.transpose(1, 2)  # [B, T, H, D]
+
+
+@needs_kernel
+@pytest.mark.parametrize("b,h,kvh,t,length,d", [(1, 8, 8, 1, 1, 64), (1, 8, 8, 1, 100, 64), (3, 4, 2, 5, 37, 16),
+                                                 (8, 4, 1, 16, 300, 32), (2, 2, 2, 3, 3, 128)])
+@pytest.mark.parametrize("holes", [False, True])
+def test_attention_equals_sdpa_with_causal_rows_holes_and_grouped_heads(b, h, kvh, t, length, d, holes):
+    g = torch.Generator().manual_seed(b * 100 + length)
+    q = torch.randn(b, h + kvh, t, d, generator=g)[:, :h]  # a slice, as the fast forward passes it
+    cap = length + 7  # keys and values are views of a longer buffer
+    keys = torch.randn(b, kvh, cap, d, generator=g)[:, :, :length]
+    values = torch.randn(b, kvh, cap, d, generator=g)[:, :, :length]
+    valid = None
+    if holes:
+        valid = torch.rand(b, length, generator=g) > 0.3
+        valid[:, -t:] = True  # every query sees at least itself
+    got = kernels.attention(q, keys, values, valid, d ** -0.5)
+    torch.testing.assert_close(got, _reference_attention(q, keys, values, valid), rtol=1e-5, atol=2e-6)
+
+
+@needs_kernel
+def test_attention_of_a_query_that_sees_nothing_is_zero_not_nan():
+    q, keys = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 4, 16)
+    valid = torch.zeros(1, 4, dtype=torch.bool)
+    out = kernels.attention(q, keys, keys, valid, 0.25)
+    assert torch.equal(out, torch.zeros(1, 1, 2, 16))

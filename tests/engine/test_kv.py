@@ -55,6 +55,18 @@ def test_compaction_keeps_every_row_and_drops_the_holes():
     assert not compact_if_holey(kv)
 
 
+def test_compaction_waits_until_it_can_halve_the_cache():
+    """A long row beside short ones: the short rows' left padding is holes that compaction
+    keeps, so a cache that is mostly holes is not rebuilt on every step for nothing."""
+    kv = BatchKV()
+    rows = {"long": row(100, 1), **{f"s{i}": row(5, 2 + i) for i in range(6)}}
+    kv.add_rows(list(rows), list(rows.values()))
+    assert kv.hole_fraction() > 0.8
+    assert not compact_if_holey(kv) and kv.width == 100
+    kv.valid[kv.row_index("long"), :60] = False  # the long row's rejected drafts, say
+    assert compact_if_holey(kv) and kv.width == 40
+
+
 def test_removing_rows_trims_leading_holes_and_counts_bytes():
     kv = BatchKV()
     kv.add_rows(["short", "long"], [row(2, 7), row(9, 8)])

@@ -193,16 +193,21 @@ def _make_buffer_layer_class():
             self.keys, self.values = buf_k[:, :, :length], buf_v[:, :, :length]
 
         def update(self, key_states, value_states, *args, **kwargs):
-            need = self.length + key_states.shape[-2]
+            start = self.length
+            self.reserve(key_states.shape[-2])
+            self.buf_k[:, :, start:self.length] = key_states
+            self.buf_v[:, :, start:self.length] = value_states
+            return self.keys, self.values
+
+        def reserve(self, num_tokens: int) -> None:
+            """Room for num_tokens more columns, counted as used: the caller writes them."""
+            need = self.length + num_tokens
             if need > self.buf_k.shape[2]:
                 cap = max(need, int(self.buf_k.shape[2] * 1.5) + 32)
                 self.buf_k = _grow(self.buf_k, self.length, cap)
                 self.buf_v = _grow(self.buf_v, self.length, cap)
-            self.buf_k[:, :, self.length:need] = key_states
-            self.buf_v[:, :, self.length:need] = value_states
             self.length = need
             self.keys, self.values = self.buf_k[:, :, :need], self.buf_v[:, :, :need]
-            return self.keys, self.values
 
     return _BufferLayer
 

@@ -118,7 +118,7 @@ int wb_attention(int B, int H, int KVH, int T, int L, int D, float scale,
                  const float *k, int64_t ksb, int64_t ksh, int64_t ksl,
                  const float *v, int64_t vsb, int64_t vsh, int64_t vsl,
                  const uint8_t *valid, float *o, float *scratch, int threads) {
-    if (D % 16 || D > 256 || H % KVH || T > L) return -1;
+    if (D % 16 || D > 256 || H % KVH || T > L || T < 1 || B < 1) return -1;
     int G = H / KVH, items = B * H * T, nv = D / 16;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int it = 0; it < items; it++) {
@@ -174,6 +174,96 @@ int wb_attention(int B, int H, int KVH, int T, int L, int D, float scale,
             for (int d = 0; d < nv; d++) ov[d] = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vj + 16 * d), ov[d]);
         }
         for (int d = 0; d < nv; d++) _mm512_storeu_ps(op + 16 * d, _mm512_mul_ps(ov[d], _mm512_set1_ps(inv)));
+    }
+    return 0;
+}
+
+/* ---- one decode forward through every layer: the small steps between the products in C too */
+
+static void rms_rows(int M, int n, float eps, const float *x, const float *w, float *out) {
+    for (int m = 0; m < M; m++) {
+        const float *xm = x + (int64_t)m * n;
+        __m512 acc = _mm512_setzero_ps();
+        for (int j = 0; j < n; j += 16) { __m512 u = _mm512_loadu_ps(xm + j); acc = _mm512_fmadd_ps(u, u, acc); }
+        float r = 1.0f / sqrtf(_mm512_reduce_add_ps(acc) / (float)n + eps);
+        __m512 rv = _mm512_set1_ps(r);
+        for (int j = 0; j < n; j += 16)
+            _mm512_storeu_ps(out + (int64_t)m * n + j,
+                             _mm512_mul_ps(_mm512_loadu_ps(w + j), _mm512_mul_ps(_mm512_loadu_ps(xm + j), rv)));
+    }
+}
+
+static void add_rows_into(int64_t count, float *x, const float *y) {
+    int64_t j = 0;
+    for (; j + 16 <= count; j += 16) _mm512_storeu_ps(x + j, _mm512_add_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
+    for (; j < count; j++) x[j] += y[j];
+}
+
+/* silu(a) * b over n values: a / (1 + exp(-a)), exp of a non-positive argument only */
+static void silu_mul(int64_t n, const float *a, const float *b, float *out) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 u = _mm512_loadu_ps(a + j);
+        __mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
+        __m512 e = exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(u)));  /* exp(-|u|) */
+        __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(neg, one, e), _mm512_add_ps(one, e));
+        _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_mul_ps(u, sig), _mm512_loadu_ps(b + j)));
+    }
+    for (; j < n; j++) out[j] = a[j] / (1.0f + expf(-a[j])) * b[j];
+}
+
+/* table: per layer 16 int64: w_qkv, b_qkv (0 = none), w_o, w_gu, w_down, in_norm, post_norm,
+ * k buffer, v buffer, k strides (batch, head, column), v strides (batch, head, column), unused.
+ * x: [B*T, hidden] float32 residual stream (row-major by sequence then token), in and out.
+ * cos, sin: [B*T, D]. The T new keys and values of each row go to cache columns W..W+T-1.
+ * work: float32 scratch, wb_decode_work() floats. */
+int64_t wb_decode_work(int B, int T, int W, int hidden, int H, int KVH, int D, int inter) {
+    int64_t M = (int64_t)B * T;
+    return M * hidden + M * (H + 2 * KVH) * D + M * H * D + M * 2 * inter + M * inter + (int64_t)B * H * T * (W + T);
+}
+
+int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W, int hidden, int H, int KVH,
+              int D, int inter, float eps, float scale, const float *cos, const float *sin,
+              const uint8_t *valid, float *x, float *work, int threads) {
+    if (hidden % 16 || inter % 16 || D % 16 || D > 256 || H % KVH) return -1;
+    int M = B * T, nqkv = (H + 2 * KVH) * D, half = D / 2;
+    float *h = work, *qkv = h + (int64_t)M * hidden, *o = qkv + (int64_t)M * nqkv;
+    float *gu = o + (int64_t)M * H * D, *act = gu + (int64_t)M * 2 * inter, *scores = act + (int64_t)M * inter;
+    float rot[256];
+    for (int l = 0; l < n_layers; l++) {
+        const int64_t *e = table + 16 * l;
+        const float *b_qkv = (const float *)e[1];
+        float *kb = (float *)e[7], *vb = (float *)e[8];
+        rms_rows(M, hidden, eps, x, (const float *)e[5], h);
+        if (wb_linear(kind, M, hidden, nqkv, h, (const void *)e[0], qkv, threads)) return -2;
+        for (int m = 0; m < M; m++) {
+            float *row = qkv + (int64_t)m * nqkv;
+            if (b_qkv) add_rows_into(nqkv, row, b_qkv);
+            const float *c = cos + (int64_t)m * D, *sn = sin + (int64_t)m * D;
+            for (int hh = 0; hh < H + KVH; hh++) {  /* rotate queries and keys */
+                float *v = row + hh * D;
+                for (int d = 0; d < half; d++) { rot[d] = -v[d + half]; rot[d + half] = v[d]; }
+                for (int d = 0; d < D; d++) v[d] = v[d] * c[d] + rot[d] * sn[d];
+            }
+            int b = m / T, i = m % T;
+            for (int g = 0; g < KVH; g++) {  /* the new keys and values into the cache */
+                const float *kv_k = row + (H + g) * D, *kv_v = row + (H + KVH + g) * D;
+                float *kd = kb + b * e[9] + g * e[10] + (int64_t)(W + i) * e[11];
+                float *vd = vb + b * e[12] + g * e[13] + (int64_t)(W + i) * e[14];
+                for (int d = 0; d < D; d++) { kd[d] = kv_k[d]; vd[d] = kv_v[d]; }
+            }
+        }
+        if (wb_attention(B, H, KVH, T, W + T, D, scale, qkv, (int64_t)T * nqkv, D, nqkv,
+                         kb, e[9], e[10], e[11], vb, e[12], e[13], e[14], valid, o, scores, threads)) return -3;
+        if (wb_linear(kind, M, H * D, hidden, o, (const void *)e[2], h, threads)) return -4;
+        add_rows_into((int64_t)M * hidden, x, h);
+        rms_rows(M, hidden, eps, x, (const float *)e[6], h);
+        if (wb_linear(kind, M, hidden, 2 * inter, h, (const void *)e[3], gu, threads)) return -5;
+        for (int m = 0; m < M; m++)
+            silu_mul(inter, gu + (int64_t)m * 2 * inter, gu + (int64_t)m * 2 * inter + inter, act + (int64_t)m * inter);
+        if (wb_linear(kind, M, inter, hidden, act, (const void *)e[4], h, threads)) return -6;
+        add_rows_into((int64_t)M * hidden, x, h);
     }
     return 0;
 }

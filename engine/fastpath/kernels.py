@@ -175,3 +175,39 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: 
     if rc != 0:
         raise ValueError(f"the kernel refused attention of {tuple(q.shape)} over {tuple(keys.shape)}")
     return out
+
+
+def _get_decode():
+    _get()
+    with _LOCK:
+        if "decode" not in _state and "lib" in _state:
+            lib = _state["lib"]
+            i, i64, f, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+            work = lib.wb_decode_work
+            work.argtypes, work.restype = [i] * 8, i64
+            fn = lib.wb_decode
+            fn.argtypes = [i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i]
+            fn.restype = i
+            _state["decode"] = (fn, work)
+        return _state.get("decode")
+
+
+DECODE_TABLE_COLUMNS = 16
+
+
+def decode_layers(kind: torch.dtype, table: torch.Tensor, x: torch.Tensor, *, batch: int, tokens: int, past: int,
+                  hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int, eps: float, scale: float,
+                  cos: torch.Tensor, sin: torch.Tensor, valid: torch.Tensor | None) -> None:
+    """Every layer of a Llama-family decode forward in one call (gemv.c wb_decode), x [B*T,
+    hidden] float32 updated in place; table [layers, 16] int64 as wb_decode documents (the
+    caller keeps every tensor it points to alive)."""
+    fns = _get_decode()
+    if fns is None:
+        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    fn, work_size = fns
+    work = torch.empty(work_size(batch, tokens, past, hidden, heads, kv_heads, head_dim, inter), dtype=torch.float32)
+    rc = fn(_KINDS[kind], table.shape[0], table.data_ptr(), batch, tokens, past, hidden, heads, kv_heads, head_dim,
+            inter, eps, scale, cos.data_ptr(), sin.data_ptr(), 0 if valid is None else valid.data_ptr(),
+            x.data_ptr(), work.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"the decode kernel refused its arguments ({rc})")

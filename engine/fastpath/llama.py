@@ -154,14 +154,33 @@ class LlamaFastForward:
             for L in self.layers:
                 L.in_norm, L.post_norm = L.in_norm.float(), L.post_norm.float()
             self.final_norm = self.final_norm.float()
+        # a decode forward (a few tokens per row) runs every layer in one native call
+        self.native = self.kernel and self.cache_dtype is torch.float32 and \
+            len({x for L in self.layers for x in (L.eps_in, L.eps_post)}) == 1
+        if self.native:
+            self._keep = []  # the float32 biases the table points to
+            rows = []
+            for L in self.layers:
+                bias = 0
+                if L.b_qkv is not None:
+                    b32 = L.b_qkv.float().contiguous()
+                    self._keep.append(b32)
+                    bias = b32.data_ptr()
+                norms = (L.in_norm.float().contiguous(), L.post_norm.float().contiguous())
+                self._keep.extend(norms)
+                rows.append([L.w_qkv.data_ptr(), bias, L.w_o.data_ptr(), L.w_gu.data_ptr(), L.w_down.data_ptr(),
+                             norms[0].data_ptr(), norms[1].data_ptr()] + [0] * 9)
+            self._table = torch.tensor(rows, dtype=torch.int64)
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
                  cache_layers: list, logits_to_keep: int) -> torch.Tensor:
         """input_ids, position_ids: [B, T]; valid: [B, W + T] bool (None = no holes anywhere);
         cache_layers: one object per layer with update(k, v) -> (all keys, all values), as the
         engine's buffer layers. Returns logits [B, logits_to_keep, vocab]."""
-        x = self.embed(input_ids)  # [B, T, hidden]
         b, t = input_ids.shape
+        if self.native and 0 < t <= kernels.ATTENTION_MAX_QUERIES and cache_layers:
+            return self._native(input_ids, position_ids, valid, cache_layers, logits_to_keep)
+        x = self.embed(input_ids)  # [B, T, hidden]
         # half-precision weights on a CPU: a matrix-vector product is fastest in half precision
         # (it streams the weights), a matrix-matrix product faster in float32 on upcast weights
         # (the CPU has no half-precision arithmetic): from UPCAST_ROWS rows on, compute in float32
@@ -209,6 +228,35 @@ class LlamaFastForward:
             x = x + lin(F.silu(gu[..., :L.inter]) * gu[..., L.inter:], L.w_down, None, up)
         x = _rms(x[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return lin(x, self.lm_head.weight, self.lm_head.bias, up)
+
+
+def _native_forward(self: LlamaFastForward, input_ids, position_ids, valid, cache_layers, logits_to_keep):
+    """The decode forward in one native call (kernels.decode_layers): the same arithmetic as
+    the layer loop in __call__, without a Python operator between the products."""
+    b, t = input_ids.shape
+    L0 = self.layers[0]
+    x = self.embed(input_ids).float()  # [B, T, hidden]
+    cos, sin = self.rotary(x, position_ids)
+    past = cache_layers[0].length
+    where = []  # per layer: the cache buffers and their strides, after making room for t columns
+    for cache in cache_layers:
+        cache.reserve(t)
+        k, v = cache.buf_k, cache.buf_v
+        where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
+    table = self._table.clone()
+    table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+    hidden = x.shape[-1]
+    flat = x.reshape(b * t, hidden).contiguous()
+    valid_bytes = None if valid is None else valid.to(torch.uint8).contiguous()
+    kernels.decode_layers(L0.w_qkv.dtype, table, flat, batch=b, tokens=t, past=past, hidden=hidden,
+                          heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter,
+                          eps=L0.eps_in, scale=L0.scale, cos=cos.float().reshape(b * t, -1).contiguous(),
+                          sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes)
+    x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
+    return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
+
+
+LlamaFastForward._native = _native_forward
 
 
 def _sdpa(q, keys, values, mask, causal: bool, L: _Layer) -> torch.Tensor:

@@ -129,3 +129,37 @@ def test_attention_of_a_query_that_sees_nothing_is_zero_not_nan():
     valid = torch.zeros(1, 4, dtype=torch.bool)
     out = kernels.attention(q, keys, keys, valid, 0.25)
     assert torch.equal(out, torch.zeros(1, 1, 2, 16))
+
+
+@needs_kernel
+def test_decode_steps_run_every_layer_in_one_native_call_and_match_the_layer_loop(tiny_llama_dir, monkeypatch):
+    """The one-call decode forward (wb_decode) gives the logits of the layer-by-layer forward,
+    on a batch with holes, and is what a decode step runs."""
+    from engine.config import ModelSpec
+    from engine.kv import BatchKV
+    from engine.models import load_model
+    from engine.runner import ModelRunner, RowInput
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    native = ModelRunner(loaded.model, loaded.device, 0)
+    loop = ModelRunner(loaded.model, loaded.device, 0)
+    loop.fast = type(native.fast)(loaded.model)
+    loop.fast.native = False
+    assert native.fast.native
+    calls = []
+    real = kernels.decode_layers
+    monkeypatch.setattr(kernels, "decode_layers", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    prompts = {"a": [5, 9, 11, 3, 7, 8, 2], "b": [4, 6], "c": [10, 12, 13]}
+    kvs = {}
+    for name, runner in (("native", native), ("loop", loop)):
+        kv = kvs[name] = BatchKV()
+        kv.add_rows(list(prompts), [None] * len(prompts))
+        runner.step_cached([RowInput(r, ids, 1) for r, ids in prompts.items()], kv)
+    before = len(calls)
+    for step in range(3):  # decode steps, one row sitting one out (a hole), then two tokens at once
+        rows = [RowInput(r, [20 + step] * (2 if step == 2 else 1), 1) for r in prompts if not (step == 1 and r == "b")]
+        a = native.step_cached(rows, kvs["native"])
+        b = loop.step_cached(rows, kvs["loop"])
+        for r in a:
+            torch.testing.assert_close(a[r], b[r], rtol=1e-4, atol=1e-4)
+    assert len(calls) - before == 3

@@ -1,4 +1,5 @@
-"""Our one native kernel: small-batch products of float32 rows with [out, in] weights (gemv.c).
+"""Our native CPU kernels (gemv.c): small-batch products of float32 rows with [out, in] weights,
+attention of a few queries per row over the float32 cache, and a whole decode forward.
 
 On a CPU a decode step is a read of every weight; torch's kernels read a Linear's weight at
 ~10-27 GB/s at batch 1 here, below what the machine can stream (~45 GB/s). gemv.c reads it at
@@ -143,13 +144,8 @@ def _get_attention():
         return _state.get("attn")
 
 
-ATTENTION_MAX_QUERIES = 16  # decode and verification; longer prefill chunks keep torch's flash kernel
-
-
-def attention_supports(q: torch.Tensor, keys: torch.Tensor) -> bool:
-    d = q.shape[-1]
-    return (q.dtype is torch.float32 and keys.dtype is torch.float32 and q.device.type == "cpu"
-            and d % 16 == 0 and d <= 256 and q.shape[2] <= ATTENTION_MAX_QUERIES)
+ATTENTION_MAX_QUERIES = 16  # queries per row of the native decode forward (decode, verification); longer
+# prefill chunks keep torch's flash kernel
 
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None,

@@ -2,9 +2,14 @@
 
 transformers' forward spends most of a small model's decode step outside the matmuls: module
 dispatch, mask building, output capturing. This one is the same arithmetic in the same order
-(so greedy output equals the transformers forward's) with fused QKV and gate/up projections
-(one weight read instead of three/two) and none of the dispatch. Rows of different lengths
-and holes use one boolean mask; a hole-free batch uses the kernel's own causal path.
+with fused QKV and gate/up projections (one weight read instead of three/two) and none of the
+dispatch. Rows of different lengths and holes use one boolean mask; a hole-free batch uses the
+kernel's own causal path.
+
+On a CPU where engine/fastpath/gemv.c builds, its products replace torch's (weights as stored,
+any of float32/float16/bfloat16, float32 activations), and a forward of up to 16 tokens per row
+(decode, verification, small chunks) runs every layer in one native call (`_native`). Longer
+prefill chunks take the layer loop in `__call__`, with torch's flash attention.
 
 The fused weights replace the modules' parameters by views into them: no second copy, and
 the transformers forward (the fallback, and every peer) keeps working on the same storage.
@@ -201,10 +206,6 @@ class LlamaFastForward:
         elif t > 1:
             causal = True
         lin = _kernel_linear if self.kernel and b * t <= kernels.MAX_ROWS else _linear
-        # a few queries per row (decode, verification) over the float32 cache: our attention,
-        # which reads the cache once and skips holes, instead of the flash kernel's blocked loop
-        own_attn = self.kernel and self.cache_dtype is torch.float32 and t <= kernels.ATTENTION_MAX_QUERIES
-        valid_bytes = None if valid is None or not own_attn else valid.to(torch.uint8).contiguous()
         for L, cache in zip(self.layers, cache_layers):
             if self.interrupt is not None and self.interrupt.is_set():
                 raise StepInterrupted()
@@ -218,10 +219,7 @@ class LlamaFastForward:
             keys, values = cache.update(k, v)
             if self.attn_fp32:
                 q = q.float()  # keys and values already are: the cache is float32
-            if own_attn:  # float32 activations (a float32 model, or half weights with the kernel)
-                o = kernels.attention(q, keys, values, valid_bytes, L.scale).view(b, t, L.n_q)
-            else:
-                o = _sdpa(q, keys, values, mask, causal, L).to(x.dtype).transpose(1, 2).reshape(b, t, L.n_q)
+            o = _sdpa(q, keys, values, mask, causal, L).to(x.dtype).transpose(1, 2).reshape(b, t, L.n_q)
             x = x + lin(o, L.w_o, None, up)
             h = _rms(x, L.post_norm, L.eps_post)
             gu = lin(h, L.w_gu, None, up)
@@ -229,34 +227,31 @@ class LlamaFastForward:
         x = _rms(x[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return lin(x, self.lm_head.weight, self.lm_head.bias, up)
 
-
-def _native_forward(self: LlamaFastForward, input_ids, position_ids, valid, cache_layers, logits_to_keep):
-    """The decode forward in one native call (kernels.decode_layers): the same arithmetic as
-    the layer loop in __call__, without a Python operator between the products."""
-    b, t = input_ids.shape
-    L0 = self.layers[0]
-    x = self.embed(input_ids).float()  # [B, T, hidden]
-    cos, sin = self.rotary(x, position_ids)
-    past = cache_layers[0].length
-    where = []  # per layer: the cache buffers and their strides, after making room for t columns
-    for cache in cache_layers:
-        cache.reserve(t)
-        k, v = cache.buf_k, cache.buf_v
-        where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
-    table = self._table.clone()
-    table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
-    hidden = x.shape[-1]
-    flat = x.reshape(b * t, hidden).contiguous()
-    valid_bytes = None if valid is None else valid.to(torch.uint8).contiguous()
-    kernels.decode_layers(L0.w_qkv.dtype, table, flat, batch=b, tokens=t, past=past, hidden=hidden,
-                          heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter,
-                          eps=L0.eps_in, scale=L0.scale, cos=cos.float().reshape(b * t, -1).contiguous(),
-                          sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes)
-    x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
-    return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
-
-
-LlamaFastForward._native = _native_forward
+    def _native(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
+                cache_layers: list, logits_to_keep: int) -> torch.Tensor:
+        """The decode forward in one native call (kernels.decode_layers): the same arithmetic as
+        the layer loop in __call__, without a Python operator between the products."""
+        b, t = input_ids.shape
+        L0 = self.layers[0]
+        x = self.embed(input_ids).float()  # [B, T, hidden]
+        cos, sin = self.rotary(x, position_ids)
+        past = cache_layers[0].length
+        where = []  # per layer: the cache buffers and their strides, after making room for t columns
+        for cache in cache_layers:
+            cache.reserve(t)
+            k, v = cache.buf_k, cache.buf_v
+            where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
+        table = self._table.clone()
+        table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+        hidden = x.shape[-1]
+        flat = x.reshape(b * t, hidden).contiguous()
+        valid_bytes = None if valid is None else valid.to(torch.uint8).contiguous()
+        kernels.decode_layers(L0.w_qkv.dtype, table, flat, batch=b, tokens=t, past=past, hidden=hidden,
+                              heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter,
+                              eps=L0.eps_in, scale=L0.scale, cos=cos.float().reshape(b * t, -1).contiguous(),
+                              sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes)
+        x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
+        return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
 
 
 def _sdpa(q, keys, values, mask, causal: bool, L: _Layer) -> torch.Tensor:

@@ -8,10 +8,24 @@ from dataclasses import dataclass
 import torch
 
 
-@torch.inference_mode()
 def perplexity(model: torch.nn.Module, token_ids: list[int], window: int = 256) -> float:
-    """exp(mean token NLL) over non-overlapping windows of the text."""
+    """exp(mean token NLL) over non-overlapping windows of the text. On a CPU it runs on one
+    torch thread: it is called from the bench's and tune's own thread, and a parallel region
+    run there leaves an OpenMP team behind that slowed the engine thread's later steps (the
+    bench's speculative suite, after the quantisation suite's perplexities: 360 -> 211 tok/s)."""
     device = next(model.parameters()).device
+    if device.type != "cpu":
+        return _perplexity(model, token_ids, window, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _perplexity(model, token_ids, window, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.inference_mode()
+def _perplexity(model: torch.nn.Module, token_ids: list[int], window: int, device: torch.device) -> float:
     total_nll, total = 0.0, 0
     for start in range(0, len(token_ids) - 1, window):
         chunk = token_ids[start: start + window + 1]

@@ -12,7 +12,8 @@ from pathlib import Path
 from app import paths
 from app.cli_types import int_range
 
-SUITE_NAMES = ["kv", "batching", "prefix", "quant", "spec", "serve"]
+# quant last: its quantised loads run torch on this thread (see engine.machine.one_torch_thread)
+SUITE_NAMES = ["kv", "batching", "prefix", "spec", "serve", "quant"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

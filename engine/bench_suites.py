@@ -22,6 +22,7 @@ from engine.bench import (
     sequential_config,
 )
 from engine.bench_peer import PeerProcess
+from engine.machine import one_torch_thread
 from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
 
 
@@ -243,8 +244,6 @@ def _level_available(level, spec: ModelSpec) -> str | None:
 
 def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
     from engine.config import Quantisation
-    from engine.models import load_model
-    from engine.quality import agreement, perplexity
 
     tok = _tokenizer(opts.spec)
     eval_ids = tok.encode(opts.eval_text)[: 2048 if opts.quick else 8192]
@@ -267,7 +266,18 @@ def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
         results = run_cases(cases, opts.repeats, log, "quant")
     finally:
         session.close()
-    # quality: measured once per level, outside the timed runs
+    # quality: measured once per level, outside the timed runs, on one torch thread: loading and
+    # quantising on this (the main) thread with two would leave an OpenMP team behind that slows
+    # the engine threads of the suites after this one (see engine.quality.perplexity)
+    with one_torch_thread():
+        _quality(opts, levels, results, eval_ids)
+    return results + skipped
+
+
+def _quality(opts: BenchOptions, levels: list, results: list[RunResult], eval_ids: list[int]) -> None:
+    from engine.models import load_model
+    from engine.quality import agreement, perplexity
+
     reference, ref_ppl = results[0].outputs, None
     flat_ref = [t for o in reference for t in o]
     for level, res in zip(levels, results):
@@ -282,7 +292,6 @@ def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
                                             default=None)
         res.extra["perplexity_ratio"] = res.extra["perplexity"] / ref_ppl
         res.outputs_match_reference = res.outputs == reference
-    return results + skipped
 
 
 def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:

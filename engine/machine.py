@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -25,6 +26,19 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread inside the block (its thread count is global; restored after). For
+    work on a thread other than the engine's: a parallel region run there leaves an OpenMP team
+    behind that slowed the engine thread's later steps by up to half (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def measure_read_bandwidth(num_bytes: int = 256 << 20, repeats: int = 5) -> float:

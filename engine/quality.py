@@ -16,12 +16,10 @@ def perplexity(model: torch.nn.Module, token_ids: list[int], window: int = 256) 
     device = next(model.parameters()).device
     if device.type != "cpu":
         return _perplexity(model, token_ids, window, device)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from engine.machine import one_torch_thread
+
+    with one_torch_thread():
         return _perplexity(model, token_ids, window, device)
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.inference_mode()

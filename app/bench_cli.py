@@ -129,10 +129,9 @@ def format_table(suite: str, runs: list[dict]) -> str:
     for r in runs:
         row = []
         for col in COLUMNS:
-            if col[1] is None:  # the median of per-repeat ratios where the bench paired them
+            if col[1] is None:  # the ratio of the medians (see engine.bench.run_cases)
                 tps = r.get("tokens_per_s")
-                ratio = r.get("x_first", tps / base if tps and base else None)
-                row.append(f"{ratio:.2f}" if ratio else "")
+                row.append(f"{tps / base:.2f}" if tps and base else "")
                 continue
             if col[1] == "tokens_per_s_min":
                 lo, hi = r.get("tokens_per_s_min"), r.get("tokens_per_s_max")

@@ -82,28 +82,7 @@ def test_bench_repeats_are_interleaved_medians_with_peers_in_their_own_process(t
     assert runs["hf-generate"]["process"] == "own"
     assert runs["kv-on"]["outputs_match_reference"] is True and runs["kv-off"]["outputs_match_reference"] is True
     assert 0 < runs["kv-on"]["roofline_pct"] < 100
-    # "x first" is paired within each repeat: the first row's own ratio is exactly 1
-    assert runs["kv-off"]["x_first"] == 1.0
-    assert runs["kv-on"]["x_first_min"] <= runs["kv-on"]["x_first"] <= runs["kv-on"]["x_first_max"]
-
-
-def test_x_first_pairs_rows_within_a_repeat_so_drift_cancels():
-    from engine.bench import Case, RunResult, run_cases
-
-    # the machine slows down steadily (speed 100 - 10 t at the t-th measurement); B is always 2x A.
-    # Order: A B A B A B A' (a closing baseline): B's ratio is 2 in every repeat
-    clock = iter(range(100))
-    order = []
-
-    def case(name, factor):
-        def measure():
-            order.append(name)
-            return RunResult(name=name, config={}, outputs=[], tokens_per_s=factor * (100 - 10 * next(clock)))
-        return Case(name, measure)
-
-    a, b = run_cases([case("A", 1), case("B", 2)], 3, lambda _m: None, "t")
-    assert order == ["A", "B"] * 3 + ["A"]
-    assert b.extra["x_first"] == 2.0 and b.extra["x_first_min"] == b.extra["x_first_max"] == 2.0
-    assert a.extra["x_first"] == 1.0 and a.extra["closing_tokens_per_s"] == 40
-    # a ratio of the medians would not be 2: median B 140 / median A 80
-    assert b.tokens_per_s / a.tokens_per_s == 1.75
+    # every repeat's speed is kept, and the headline is their median
+    for r in runs.values():
+        assert len(r["tokens_per_s_runs"]) == 2
+        assert min(r["tokens_per_s_runs"]) <= r["tokens_per_s"] <= max(r["tokens_per_s_runs"])

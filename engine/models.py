@@ -112,14 +112,11 @@ def _linear_shape(model_config) -> tuple[int, int]:
 
 
 def _fast_kernel(model_config) -> bool:
-    """Whether the model's products will run in our CPU kernel (the Llama-family fast forward
-    on a machine where it builds): then that kernel is what the dtype choice must time."""
-    from engine.fastpath import kernels
-    from engine.fastpath.llama import SUPPORTED
+    """Whether the model's products will run in our CPU kernel: then that kernel is what the
+    dtype choice must time."""
+    from engine.fastpath.llama import config_takes_kernel
 
-    hidden, inter = _linear_shape(model_config)
-    return (getattr(model_config, "model_type", None) in SUPPORTED and hidden % 16 == 0 and inter % 16 == 0
-            and kernels.available())
+    return config_takes_kernel(model_config)
 
 
 @functools.lru_cache(maxsize=32)

@@ -81,22 +81,38 @@ def _load():
     # torch is imported (it loaded its libgomp.so.1): the library's libgomp.so.1 resolves to
     # that copy, so both run on one OpenMP team
     lib = ctypes.CDLL(str(path))
-    fn = lib.wb_linear
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    _state["lib"] = lib
-    return fn
+    i, i64, f, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    signatures = {
+        "wb_linear": ([i, i, i, i, ptr, ptr, ptr, i], i),
+        "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i], i),
+        "wb_decode_work": ([i] * 8, i64),
+        "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i], i),
+    }
+    for name, (args, result) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, result
+    return lib
 
 
 def _get():
+    """The loaded library, or None (the reason in _state["error"]); built and loaded once."""
+    lib = _state.get("lib")
+    if lib is not None or "error" in _state:
+        return lib
     with _LOCK:
-        if "fn" not in _state and "error" not in _state:
+        if "lib" not in _state and "error" not in _state:
             try:
-                _state["fn"] = _load()
+                _state["lib"] = _load()
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 _state["error"] = str(e)
-        return _state.get("fn")
+        return _state.get("lib")
+
+
+def _require():
+    lib = _get()
+    if lib is None:
+        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    return lib
 
 
 def available() -> bool:
@@ -115,9 +131,7 @@ def supports(weight: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] (any float dtype) -> float32 [..., out] = x . weight^T + bias."""
-    fn = _get()
-    if fn is None:
-        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    fn = _require().wb_linear
     n, k = weight.shape
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
@@ -132,18 +146,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return y.view(*lead, n)
 
 
-def _get_attention():
-    _get()
-    with _LOCK:
-        if "attn" not in _state and "fn" in _state:
-            fn = _state["lib"].wb_attention
-            i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            fn.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, ctypes.c_int]
-            fn.restype = ctypes.c_int
-            _state["attn"] = fn
-        return _state.get("attn")
-
-
 ATTENTION_MAX_QUERIES = 16  # queries per row of the native decode forward (decode, verification); longer
 # prefill chunks keep torch's flash kernel
 
@@ -153,9 +155,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: 
     """q [B, H, T, D], keys/values [B, KVH, L, D] (float32, innermost contiguous), valid [B, L]
     uint8 or None -> [B, T, H, D]: causal attention of the last T positions over all L, holes
     masked; a query that sees no key gets zeros."""
-    fn = _get_attention()
-    if fn is None:
-        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
+    fn = _require().wb_attention
     b, h, t, d = q.shape
     kvh, length = keys.shape[1], keys.shape[2]
     for x in (q, keys, values):
@@ -173,21 +173,6 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: 
     return out
 
 
-def _get_decode():
-    _get()
-    with _LOCK:
-        if "decode" not in _state and "lib" in _state:
-            lib = _state["lib"]
-            i, i64, f, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-            work = lib.wb_decode_work
-            work.argtypes, work.restype = [i] * 8, i64
-            fn = lib.wb_decode
-            fn.argtypes = [i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i]
-            fn.restype = i
-            _state["decode"] = (fn, work)
-        return _state.get("decode")
-
-
 DECODE_TABLE_COLUMNS = 16
 
 
@@ -197,10 +182,8 @@ def decode_layers(kind: torch.dtype, table: torch.Tensor, x: torch.Tensor, *, ba
     """Every layer of a Llama-family decode forward in one call (gemv.c wb_decode), x [B*T,
     hidden] float32 updated in place; table [layers, 16] int64 as wb_decode documents (the
     caller keeps every tensor it points to alive)."""
-    fns = _get_decode()
-    if fns is None:
-        raise RuntimeError(f"the kernel is unavailable: {_state.get('error')}")
-    fn, work_size = fns
+    lib = _require()
+    fn, work_size = lib.wb_decode, lib.wb_decode_work
     work = torch.empty(work_size(batch, tokens, past, hidden, heads, kv_heads, head_dim, inter), dtype=torch.float32)
     rc = fn(_KINDS[kind], table.shape[0], table.data_ptr(), batch, tokens, past, hidden, heads, kv_heads, head_dim,
             inter, eps, scale, cos.data_ptr(), sin.data_ptr(), 0 if valid is None else valid.data_ptr(),

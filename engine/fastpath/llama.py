@@ -285,15 +285,20 @@ def _kernel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return kernels.linear(x, weight, bias)
 
 
-def _kernel_fits(model: torch.nn.Module) -> bool:
-    """Whether this model's products run in our kernel: a CPU model whose input sizes are
-    multiples of 16, on a machine where the kernel builds."""
-    cfg, weight = model.config, model.model.embed_tokens.weight
-    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+def config_takes_kernel(cfg) -> bool:
+    """Whether a model of this config runs its products in our CPU kernel: a Llama-family model
+    whose input sizes are multiples of 16, on a machine where the kernel builds."""
+    if getattr(cfg, "model_type", None) not in SUPPORTED:
         return False
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     sizes = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * head_dim)
     return all(n % 16 == 0 for n in sizes) and kernels.available()
+
+
+def _kernel_fits(model: torch.nn.Module) -> bool:
+    weight = model.model.embed_tokens.weight
+    return (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and config_takes_kernel(model.config))
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ REQUEST_RATE_WINDOW_S = 2.0  # rolling window of each request's tokens/s
 REQUEST_RATE_MIN_SPAN_S = 0.1  # no per-request rate over a shorter span,
 REQUEST_RATE_MIN_EMISSIONS = 3  # nor before a request's third emission (two close ones spike)
 REQUEST_RATE_MIN_INTERVAL_S = 0.1  # one rate sample per request per 0.1 s at most (a chart pixel is coarser)
+REQUEST_RATE_MIN_WHOLE_SPAN_S = 0.01  # a request that ends before it was rated: its whole span, if this long
 BASELINE_WINDOW_S = 20.0  # the automatic baseline: this much of the first busy stretch at most
 CURRENT_WINDOW_S = 30.0  # "current" throughput: steps since the last change, this long at most
 
@@ -182,8 +183,17 @@ class DashboardModel:
         self.rates.append((t, self._index_of(rid), state.tokens_after_first / (t - window[0][0])))
 
     def record_finished(self, event) -> None:
-        """A finished request (engine.events.RequestFinished): its latency figures at finish time."""
-        self._emissions.pop(event.request_id, None)
+        """A finished request (engine.events.RequestFinished): its latency figures at finish time.
+
+        A request that ended before it was ever rated (all of it within REQUEST_RATE_MIN_SPAN_S,
+        as short answers on a fast engine are) gets one rate over its whole span, at its last
+        emission, so the per-request chart is not empty exactly when the engine is fast.
+        """
+        state = self._emissions.pop(event.request_id, None)
+        if state is not None and state.last_sample_s == -math.inf and state.count >= REQUEST_RATE_MIN_EMISSIONS:
+            first, last = state.emissions[0][0], state.emissions[-1][0]
+            if last - first >= REQUEST_RATE_MIN_WHOLE_SPAN_S:
+                self.rates.append((last, self._index_of(event.request_id), state.tokens_after_first / (last - first)))
         self.num_finished += 1
         st = event.stats
         if st.ttft_s is None:

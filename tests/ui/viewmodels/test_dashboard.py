@@ -104,6 +104,22 @@ def test_per_request_rate_is_tokens_since_the_reference_over_the_span(model):
     ]
 
 
+def test_a_request_too_short_to_rate_while_running_is_rated_over_its_span_when_it_ends(model):
+    for t in (1.0, 1.02, 1.04, 1.06):  # all within REQUEST_RATE_MIN_SPAN_S: no rate while it runs
+        model.record_tokens(tokens("fast", t, 2))
+    model.record_tokens(tokens("blink", 2.0, 1))
+    model.record_tokens(tokens("blink", 2.001, 1))
+    model.record_tokens(tokens("blink", 2.002, 1))  # three emissions within 2 ms: too short to rate at all
+    assert len(model.rates) == 0
+    model.record_finished(finished("fast", submitted=0.9, emissions=[1.0, 1.02, 1.04, 1.06], t_finish=1.07))
+    model.record_finished(finished("blink", submitted=1.9, emissions=[2.0, 2.001, 2.002], t_finish=2.01))
+    r = model.snapshot().rates
+    assert len(r["t_s"]) == 1
+    assert r["t_s"][0] == pytest.approx(1.06)
+    assert model.request_ids[int(r["request"][0])] == "fast"
+    assert r["tokens_per_s"][0] == pytest.approx(6 / 0.06)  # the tokens after the first emission over the span
+
+
 def test_empty_token_events_and_finished_requests(model):
     model.record_tokens(TokensGenerated(request_id="a", text="!", token_ids=(), origins=(), timestamp_s=T0 + 1))
     assert len(model.rates) == 0

@@ -89,6 +89,94 @@ int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, floa
     return 0;
 }
 
+/* ---- 4-bit weights in bitsandbytes' layout (nf4, fp4):
+ *   W[n, k] = code[q] * absmax[(n * K + k) / bs], q the 4-bit index of element n * K + k,
+ * two per byte in row-major order, the even element in the high nibble. One 16-byte load holds
+ * 32 weights; their even and odd elements come out as two vectors (shift, mask, a 16-entry table
+ * lookup in one permute), so x is read de-interleaved the same way (xd, prepared once per call).
+ * The block's absmax scales the table (16 values) instead of every weight. */
+static const int EVEN_IDX[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+static const int ODD_IDX[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+
+static void deinterleave(int64_t count, const float *x, float *xd) {  /* count % 32 == 0 */
+    const __m512i ev = _mm512_loadu_si512(EVEN_IDX), od = _mm512_loadu_si512(ODD_IDX);
+    for (int64_t j = 0; j < count; j += 32) {
+        __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
+        _mm512_storeu_ps(xd + j, _mm512_permutex2var_ps(a, ev, b));
+        _mm512_storeu_ps(xd + j + 16, _mm512_permutex2var_ps(a, od, b));
+    }
+}
+
+#define Q4_ROW(d, e, o, wp, c) \
+    { __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wp + (k >> 1)))); \
+      e = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), c); \
+      o = _mm512_permutexvar_ps(_mm512_and_si512(d, low), c); }
+#define Q4_FMA(a0, a1, a2, a3, xp) \
+    { __m512 xe = _mm512_loadu_ps(xp + k), xo = _mm512_loadu_ps(xp + k + 16); \
+      a0 = _mm512_fmadd_ps(e0, xe, a0); a0 = _mm512_fmadd_ps(o0, xo, a0); \
+      a1 = _mm512_fmadd_ps(e1, xe, a1); a1 = _mm512_fmadd_ps(o1, xo, a1); \
+      a2 = _mm512_fmadd_ps(e2, xe, a2); a2 = _mm512_fmadd_ps(o2, xo, a2); \
+      a3 = _mm512_fmadd_ps(e3, xe, a3); a3 = _mm512_fmadd_ps(o3, xo, a3); }
+
+static void band_q4(int M, int K, int N, const float *xd, const uint8_t *w, const float *absmax,
+                    const float *code, int bs, float *y, int n0, int n1) {
+    const __m512 table = _mm512_loadu_ps(code);
+    const __m512i low = _mm512_set1_epi32(15);
+    const int nb = K / bs;
+    for (int n = n0; n < n1; n += 4) {
+        int nr = n1 - n < 4 ? n1 - n : 4;
+        const int64_t r1 = n + (nr > 1), r2 = n + (nr > 2) * 2, r3 = n + (nr > 3) * 3;
+        const uint8_t *w0 = w + (int64_t)n * K / 2, *w1 = w + r1 * K / 2, *w2 = w + r2 * K / 2, *w3 = w + r3 * K / 2;
+        const float *s0 = absmax + (int64_t)n * nb, *s1 = absmax + r1 * nb, *s2 = absmax + r2 * nb, *s3 = absmax + r3 * nb;
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            int mr = M - m0 < 4 ? M - m0 : 4;
+            const float *x0 = xd + (int64_t)m0 * K;
+            const float *x1 = x0 + (mr > 1) * (int64_t)K, *x2 = x0 + (mr > 2) * 2 * (int64_t)K;
+            const float *x3 = x0 + (mr > 3) * 3 * (int64_t)K;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+                   a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00,
+                   a31 = a00, a32 = a00, a33 = a00;
+            for (int blk = 0; blk < nb; blk++) {
+                __m512 c0 = _mm512_mul_ps(table, _mm512_set1_ps(s0[blk])), c1 = _mm512_mul_ps(table, _mm512_set1_ps(s1[blk]));
+                __m512 c2 = _mm512_mul_ps(table, _mm512_set1_ps(s2[blk])), c3 = _mm512_mul_ps(table, _mm512_set1_ps(s3[blk]));
+                for (int k = blk * bs; k < (blk + 1) * bs; k += 32) {
+                    __m512 e0, o0, e1, o1, e2, o2, e3, o3;
+                    Q4_ROW(d0, e0, o0, w0, c0) Q4_ROW(d1, e1, o1, w1, c1)
+                    Q4_ROW(d2, e2, o2, w2, c2) Q4_ROW(d3, e3, o3, w3, c3)
+                    Q4_FMA(a00, a01, a02, a03, x0)
+                    if (mr > 1) Q4_FMA(a10, a11, a12, a13, x1)
+                    if (mr > 2) Q4_FMA(a20, a21, a22, a23, x2)
+                    if (mr > 3) Q4_FMA(a30, a31, a32, a33, x3)
+                }
+            }
+            float r[4][4] = {
+                {_mm512_reduce_add_ps(a00), _mm512_reduce_add_ps(a01), _mm512_reduce_add_ps(a02), _mm512_reduce_add_ps(a03)},
+                {_mm512_reduce_add_ps(a10), _mm512_reduce_add_ps(a11), _mm512_reduce_add_ps(a12), _mm512_reduce_add_ps(a13)},
+                {_mm512_reduce_add_ps(a20), _mm512_reduce_add_ps(a21), _mm512_reduce_add_ps(a22), _mm512_reduce_add_ps(a23)},
+                {_mm512_reduce_add_ps(a30), _mm512_reduce_add_ps(a31), _mm512_reduce_add_ps(a32), _mm512_reduce_add_ps(a33)}};
+            for (int i = 0; i < mr; i++)
+                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[i][j];
+        }
+    }
+}
+
+/* y[M, N] = x[M, K] . W^T for 4-bit W (above). K % bs == 0, bs % 32 == 0. xd: M * K floats of
+ * scratch (x de-interleaved). */
+int wb_linear_q4(int M, int K, int N, const float *x, const uint8_t *w, const float *absmax, const float *code,
+                 int bs, float *y, float *xd, int threads) {
+    if (bs < 32 || bs % 32 || K % bs || M < 1 || N < 1) return -1;
+    deinterleave((int64_t)M * K, x, xd);
+    int quads = (N + 3) / 4;
+    #pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int n0 = 4 * (int)((int64_t)quads * t / T), n1 = 4 * (int)((int64_t)quads * (t + 1) / T);
+        if (n1 > N) n1 = N;
+        if (n0 < n1) band_q4(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+    }
+    return 0;
+}
+
 /* exp for x <= 0 (softmax after subtracting the max): Cephes' expf polynomial on the reduced
    argument, scaled by 2^n with scalef; ~1 ulp, as torch's vectorised exp. */
 static inline __m512 exp_neg(__m512 x) {
@@ -213,14 +301,28 @@ static void silu_mul(int64_t n, const float *a, const float *b, float *out) {
     for (; j < n; j++) out[j] = a[j] / (1.0f + expf(-a[j])) * b[j];
 }
 
-/* table: per layer 16 int64: w_qkv, b_qkv (0 = none), w_o, w_gu, w_down, in_norm, post_norm,
- * k buffer, v buffer, k strides (batch, head, column), v strides (batch, head, column), unused.
+/* table: per layer TABLE_COLS int64: w_qkv, b_qkv (0 = none), w_o, w_gu, w_down, in_norm, post_norm,
+ * k buffer, v buffer, k strides (batch, head, column), v strides (batch, head, column), unused;
+ * for 4-bit weights (kind 3) also the absmax of w_qkv, w_o, w_gu, w_down, the code table and the
+ * block size.
  * x: [B*T, hidden] float32 residual stream (row-major by sequence then token), in and out.
  * cos, sin: [B*T, D]. The T new keys and values of each row go to cache columns W..W+T-1.
  * work: float32 scratch, wb_decode_work() floats. */
+#define TABLE_COLS 24
 int64_t wb_decode_work(int B, int T, int W, int hidden, int H, int KVH, int D, int inter) {
     int64_t M = (int64_t)B * T;
-    return M * hidden + M * (H + 2 * KVH) * D + M * H * D + M * 2 * inter + M * inter + (int64_t)B * H * T * (W + T);
+    int64_t widest = inter > hidden ? inter : hidden;  /* de-interleaved input of a 4-bit product */
+    if (H * D > widest) widest = H * D;
+    return M * hidden + M * (H + 2 * KVH) * D + M * H * D + M * 2 * inter + M * inter + (int64_t)B * H * T * (W + T)
+           + M * widest;
+}
+
+static int linear_slot(int kind, int M, int K, int N, const float *x, const int64_t *e, int slot, float *y,
+                       float *xd, int threads) {
+    if (kind == 3)
+        return wb_linear_q4(M, K, N, x, (const uint8_t *)e[slot], (const float *)e[slot == 0 ? 16 : 15 + slot],
+                            (const float *)e[20], (int)e[21], y, xd, threads);
+    return wb_linear(kind, M, K, N, x, (const void *)e[slot], y, threads);
 }
 
 int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W, int hidden, int H, int KVH,
@@ -230,13 +332,14 @@ int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W,
     int M = B * T, nqkv = (H + 2 * KVH) * D, half = D / 2;
     float *h = work, *qkv = h + (int64_t)M * hidden, *o = qkv + (int64_t)M * nqkv;
     float *gu = o + (int64_t)M * H * D, *act = gu + (int64_t)M * 2 * inter, *scores = act + (int64_t)M * inter;
+    float *xd = scores + (int64_t)B * H * T * (W + T);
     float rot[256];
     for (int l = 0; l < n_layers; l++) {
-        const int64_t *e = table + 16 * l;
+        const int64_t *e = table + TABLE_COLS * l;
         const float *b_qkv = (const float *)e[1];
         float *kb = (float *)e[7], *vb = (float *)e[8];
         rms_rows(M, hidden, eps, x, (const float *)e[5], h);
-        if (wb_linear(kind, M, hidden, nqkv, h, (const void *)e[0], qkv, threads)) return -2;
+        if (linear_slot(kind, M, hidden, nqkv, h, e, 0, qkv, xd, threads)) return -2;
         for (int m = 0; m < M; m++) {
             float *row = qkv + (int64_t)m * nqkv;
             if (b_qkv) add_rows_into(nqkv, row, b_qkv);
@@ -256,13 +359,13 @@ int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W,
         }
         if (wb_attention(B, H, KVH, T, W + T, D, scale, qkv, (int64_t)T * nqkv, D, nqkv,
                          kb, e[9], e[10], e[11], vb, e[12], e[13], e[14], valid, o, scores, threads)) return -3;
-        if (wb_linear(kind, M, H * D, hidden, o, (const void *)e[2], h, threads)) return -4;
+        if (linear_slot(kind, M, H * D, hidden, o, e, 2, h, xd, threads)) return -4;
         add_rows_into((int64_t)M * hidden, x, h);
         rms_rows(M, hidden, eps, x, (const float *)e[6], h);
-        if (wb_linear(kind, M, hidden, 2 * inter, h, (const void *)e[3], gu, threads)) return -5;
+        if (linear_slot(kind, M, hidden, 2 * inter, h, e, 3, gu, xd, threads)) return -5;
         for (int m = 0; m < M; m++)
             silu_mul(inter, gu + (int64_t)m * 2 * inter, gu + (int64_t)m * 2 * inter + inter, act + (int64_t)m * inter);
-        if (wb_linear(kind, M, inter, hidden, act, (const void *)e[4], h, threads)) return -6;
+        if (linear_slot(kind, M, inter, hidden, act, e, 4, h, xd, threads)) return -6;
         add_rows_into((int64_t)M * hidden, x, h);
     }
     return 0;

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -84,6 +85,7 @@ def _load():
     i, i64, f, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     signatures = {
         "wb_linear": ([i, i, i, i, ptr, ptr, ptr, i], i),
+        "wb_linear_q4": ([i, i, i, ptr, ptr, ptr, ptr, i, ptr, ptr, i], i),
         "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i], i),
         "wb_decode_work": ([i] * 8, i64),
         "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i], i),
@@ -123,24 +125,67 @@ def unavailable_reason() -> str | None:
     return None if _get() is not None else _state.get("error")
 
 
-def supports(weight: torch.Tensor) -> bool:
-    """Whether linear() takes this weight: a contiguous [out, in] CPU matrix, in % 16 == 0."""
+Q4_KIND = 3  # wb_decode's kind for 4-bit weights
+
+
+@dataclass(frozen=True, eq=False)
+class Q4Weight:
+    """A 4-bit weight in bitsandbytes' layout (nf4 or fp4), as gemv.c's wb_linear_q4 reads it:
+    W[n, k] = code[q] * absmax[(n * K + k) // blocksize], q the 4-bit index of element n * K + k,
+    two per byte in row-major order, the even element in the high nibble."""
+
+    packed: torch.Tensor  # uint8 [N * K / 2], contiguous
+    absmax: torch.Tensor  # float32 [N * K / blocksize], contiguous
+    code: torch.Tensor  # float32 [16]: the value of each 4-bit index
+    shape: tuple[int, int]  # (N, K) = (out, in)
+    blocksize: int
+
+    def data_ptr(self) -> int:
+        return self.packed.data_ptr()
+
+    def dequantised(self) -> torch.Tensor:
+        """The float32 [N, K] matrix this weight stands for (tests, reference arithmetic)."""
+        idx = torch.stack([self.packed >> 4, self.packed & 15], dim=1).reshape(-1).long()
+        values = self.code[idx].view(-1, self.blocksize) * self.absmax.view(-1, 1)
+        return values.view(self.shape)
+
+
+def kind_of(weight) -> int:
+    return Q4_KIND if isinstance(weight, Q4Weight) else _KINDS[weight.dtype]
+
+
+def supports(weight) -> bool:
+    """Whether linear() takes this weight: a contiguous [out, in] CPU matrix with in % 16 == 0,
+    or a 4-bit one whose rows are whole blocks of a multiple of 32 values."""
+    if isinstance(weight, Q4Weight):
+        n, k = weight.shape
+        return (weight.packed.device.type == "cpu" and weight.code.numel() == 16 and weight.blocksize % 32 == 0
+                and k % weight.blocksize == 0 and weight.packed.numel() * 2 == n * k
+                and weight.absmax.numel() * weight.blocksize == n * k)
     return (weight.device.type == "cpu" and weight.dtype in _KINDS and weight.dim() == 2
             and weight.is_contiguous() and weight.shape[1] % 16 == 0)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [..., in] (any float dtype) -> float32 [..., out] = x . weight^T + bias."""
-    fn = _require().wb_linear
+def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., in] (any float dtype) -> float32 [..., out] = x . weight^T + bias; weight a
+    tensor or a Q4Weight."""
+    lib = _require()
     n, k = weight.shape
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
     if x2.dtype is not torch.float32 or not x2.is_contiguous():
         x2 = x2.to(torch.float32).contiguous()
-    y = torch.empty((x2.shape[0], n), dtype=torch.float32)
-    if fn(_KINDS[weight.dtype], x2.shape[0], k, n, x2.data_ptr(), weight.data_ptr(), y.data_ptr(),
-          torch.get_num_threads()) != 0:
-        raise ValueError(f"the kernel refused a [{x2.shape[0]}, {k}] x [{n}, {k}] product")
+    m = x2.shape[0]
+    y = torch.empty((m, n), dtype=torch.float32)
+    threads = torch.get_num_threads()
+    if isinstance(weight, Q4Weight):
+        scratch = torch.empty(m * k, dtype=torch.float32)
+        rc = lib.wb_linear_q4(m, k, n, x2.data_ptr(), weight.packed.data_ptr(), weight.absmax.data_ptr(),
+                              weight.code.data_ptr(), weight.blocksize, y.data_ptr(), scratch.data_ptr(), threads)
+    else:
+        rc = lib.wb_linear(_KINDS[weight.dtype], m, k, n, x2.data_ptr(), weight.data_ptr(), y.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"the kernel refused a [{m}, {k}] x [{n}, {k}] product")
     if bias is not None:
         y += bias
     return y.view(*lead, n)
@@ -173,19 +218,21 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: 
     return out
 
 
-DECODE_TABLE_COLUMNS = 16
+DECODE_TABLE_COLUMNS = 24  # gemv.c TABLE_COLS
 
 
-def decode_layers(kind: torch.dtype, table: torch.Tensor, x: torch.Tensor, *, batch: int, tokens: int, past: int,
+def decode_layers(kind: int, table: torch.Tensor, x: torch.Tensor, *, batch: int, tokens: int, past: int,
                   hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int, eps: float, scale: float,
                   cos: torch.Tensor, sin: torch.Tensor, valid: torch.Tensor | None) -> None:
     """Every layer of a Llama-family decode forward in one call (gemv.c wb_decode), x [B*T,
-    hidden] float32 updated in place; table [layers, 16] int64 as wb_decode documents (the
-    caller keeps every tensor it points to alive)."""
+    hidden] float32 updated in place; table [layers, DECODE_TABLE_COLUMNS] int64 as wb_decode
+    documents (the caller keeps every tensor it points to alive); kind: kind_of(the weights)."""
     lib = _require()
     fn, work_size = lib.wb_decode, lib.wb_decode_work
     work = torch.empty(work_size(batch, tokens, past, hidden, heads, kv_heads, head_dim, inter), dtype=torch.float32)
-    rc = fn(_KINDS[kind], table.shape[0], table.data_ptr(), batch, tokens, past, hidden, heads, kv_heads, head_dim,
+    if table.shape[1] != DECODE_TABLE_COLUMNS:
+        raise ValueError(f"the decode table needs {DECODE_TABLE_COLUMNS} columns")
+    rc = fn(kind, table.shape[0], table.data_ptr(), batch, tokens, past, hidden, heads, kv_heads, head_dim,
             inter, eps, scale, cos.data_ptr(), sin.data_ptr(), 0 if valid is None else valid.data_ptr(),
             x.data_ptr(), work.data_ptr(), torch.get_num_threads())
     if rc != 0:

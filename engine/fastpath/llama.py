@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.fastpath import kernels
+from engine.fastpath.quantised import fuse_4bit, is_4bit, reason_4bit
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 # rows (batch x tokens) from which half-precision weights compute in float32 on a CPU: without
@@ -50,14 +51,26 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
     layers = getattr(getattr(model, "model", None), "layers", None)
     if not layers or not hasattr(model.model, "rotary_emb"):
         return "unexpected module layout"
+    kinds = set()
     for layer in layers:
         attn, mlp = layer.self_attn, layer.mlp
         for lin in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-            if type(lin) is not torch.nn.Linear:  # bitsandbytes layers and the like
+            if type(lin) is torch.nn.Linear:
+                kinds.add("full")
+            elif is_4bit(lin):  # bitsandbytes nf4/fp4: our kernel reads its packed data
+                why = reason_4bit(lin)
+                if why:
+                    return why
+                kinds.add("4-bit")
+            else:  # 8-bit layers and the like
                 return "quantised or custom linear layers"
+    if len(kinds) > 1:
+        return "4-bit layers beside full-precision ones"
+    if kinds == {"4-bit"} and not config_takes_kernel(cfg):
+        return "4-bit layers of sizes our kernel does not take"
     if type(model.lm_head) is not torch.nn.Linear:
         return "custom output head"
-    dtypes = {p.dtype for p in model.parameters()}
+    dtypes = {p.dtype for p in model.parameters() if not (kinds == {"4-bit"} and p.dtype is torch.uint8)}
     if len(dtypes) != 1:
         return f"mixed parameter dtypes ({', '.join(sorted(str(d) for d in dtypes))})"
     return None
@@ -114,7 +127,15 @@ class LlamaFastForward:
         self.layers: list[_Layer] = []
         with _FUSE_LOCK, torch.no_grad():
             fused = getattr(model, "_workbench_fused", None)
-            if fused is None:
+            self.q4 = is_4bit(model.model.layers[0].self_attn.q_proj)
+            if fused is None and self.q4:
+                fused = []
+                for layer in model.model.layers:
+                    a, m = layer.self_attn, layer.mlp
+                    fused.append((fuse_4bit([a.q_proj, a.k_proj, a.v_proj]), fuse_4bit([m.gate_proj, m.up_proj]),
+                                  fuse_4bit([a.o_proj])[0], fuse_4bit([m.down_proj])[0]))
+                model._workbench_fused = fused
+            elif fused is None:
                 fused = []
                 # the kernel reads weights as torch keeps them ([out, in]); torch's own products
                 # read float32 faster transposed
@@ -122,24 +143,24 @@ class LlamaFastForward:
                 for layer in model.model.layers:
                     a, m = layer.self_attn, layer.mlp
                     fused.append((_fuse([a.q_proj, a.k_proj, a.v_proj], k_major),
-                                  _fuse([m.gate_proj, m.up_proj], k_major)))
+                                  _fuse([m.gate_proj, m.up_proj], k_major), None, None))
                     if k_major:
                         _k_major(a.o_proj)
                         _k_major(m.down_proj)
                 model._workbench_fused = fused
-        for layer, ((w_qkv, b_qkv), (w_gu, _)) in zip(model.model.layers, fused):
+        for layer, ((w_qkv, b_qkv), (w_gu, _), w_o, w_down) in zip(model.model.layers, fused):
             a = layer.self_attn
             L = _Layer()
             L.in_norm, L.eps_in = layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon
             L.post_norm, L.eps_post = layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon
-            L.w_qkv, L.b_qkv, L.w_o = w_qkv, b_qkv, a.o_proj.weight
-            L.w_gu, L.w_down = w_gu, layer.mlp.down_proj.weight
+            L.w_qkv, L.b_qkv, L.w_o = w_qkv, b_qkv, a.o_proj.weight if w_o is None else w_o
+            L.w_gu, L.w_down = w_gu, layer.mlp.down_proj.weight if w_down is None else w_down
             L.head_dim = a.head_dim
             L.heads = cfg.num_attention_heads
             L.kv_heads = cfg.num_key_value_heads
             L.n_q, L.n_kv = L.heads * L.head_dim, L.kv_heads * L.head_dim
             L.scale = a.scaling
-            L.inter = layer.mlp.gate_proj.weight.shape[0]
+            L.inter = layer.mlp.gate_proj.out_features
             self.layers.append(L)
         self.norm_eps = self.norm.variance_epsilon
         self.interrupt = interrupt  # checked between layers: a long prefill stops within one layer
@@ -151,7 +172,7 @@ class LlamaFastForward:
         self.cache_dtype = torch.float32 if self.attn_fp32 else weight.dtype
         # products of up to kernels.MAX_ROWS rows in our kernel (float32 rows, any stored dtype):
         # with it, a half-precision model computes in float32 throughout on a CPU
-        self.kernel = _kernel_fits(model) and all(kernels.supports(w) for L in self.layers
+        self.kernel = (self.q4 or _kernel_fits(model)) and all(kernels.supports(w) for L in self.layers
                                                    for w in (L.w_qkv, L.w_o, L.w_gu, L.w_down))
         self.kernel = self.kernel and kernels.supports(self.lm_head.weight)
         self.final_norm = self.norm.weight
@@ -173,8 +194,12 @@ class LlamaFastForward:
                     bias = b32.data_ptr()
                 norms = (L.in_norm.float().contiguous(), L.post_norm.float().contiguous())
                 self._keep.extend(norms)
-                rows.append([L.w_qkv.data_ptr(), bias, L.w_o.data_ptr(), L.w_gu.data_ptr(), L.w_down.data_ptr(),
-                             norms[0].data_ptr(), norms[1].data_ptr()] + [0] * 9)
+                row = [L.w_qkv.data_ptr(), bias, L.w_o.data_ptr(), L.w_gu.data_ptr(), L.w_down.data_ptr(),
+                       norms[0].data_ptr(), norms[1].data_ptr()] + [0] * (kernels.DECODE_TABLE_COLUMNS - 7)
+                if self.q4:  # the block scales, the code table and the block size
+                    row[16:22] = [L.w_qkv.absmax.data_ptr(), L.w_o.absmax.data_ptr(), L.w_gu.absmax.data_ptr(),
+                                  L.w_down.absmax.data_ptr(), L.w_qkv.code.data_ptr(), L.w_qkv.blocksize]
+                rows.append(row)
             self._table = torch.tensor(rows, dtype=torch.int64)
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, valid: torch.Tensor | None,
@@ -205,7 +230,8 @@ class LlamaFastForward:
                 mask = mask & valid.to(x.device)[:, None, None, :]
         elif t > 1:
             causal = True
-        lin = _kernel_linear if self.kernel and b * t <= kernels.MAX_ROWS else _linear
+        # 4-bit weights only the kernel reads (at any row count)
+        lin = _kernel_linear if self.kernel and (self.q4 or b * t <= kernels.MAX_ROWS) else _linear
         for L, cache in zip(self.layers, cache_layers):
             if self.interrupt is not None and self.interrupt.is_set():
                 raise StepInterrupted()
@@ -246,7 +272,7 @@ class LlamaFastForward:
         hidden = x.shape[-1]
         flat = x.reshape(b * t, hidden).contiguous()
         valid_bytes = None if valid is None else valid.to(torch.uint8).contiguous()
-        kernels.decode_layers(L0.w_qkv.dtype, table, flat, batch=b, tokens=t, past=past, hidden=hidden,
+        kernels.decode_layers(kernels.kind_of(L0.w_qkv), table, flat, batch=b, tokens=t, past=past, hidden=hidden,
                               heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter,
                               eps=L0.eps_in, scale=L0.scale, cos=cos.float().reshape(b * t, -1).contiguous(),
                               sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes)

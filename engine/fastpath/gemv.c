@@ -71,17 +71,58 @@ BAND(band_f32, ld_f32, 4)
 BAND(band_f16, ld_f16, 2)
 BAND(band_bf16, ld_bf16, 2)
 
+/* 5 to 8 input rows: 3 weight rows x 8 input rows (24 accumulators) per pass, so each weight
+ * vector is loaded and converted once for up to 8 rows. Four-row blocks took two passes for 5
+ * rows (a 5-token verification), converting every weight twice for 5 rows' worth of FMAs. */
+#define BAND38(NAME, LD, ESZ) \
+static void NAME(int M, int K, int N, const float *x, const void *w, float *y, int n0, int n1) { \
+    const char *wb = (const char *)w; \
+    for (int n = n0; n < n1; n += 3) { \
+        int nr = n1 - n < 3 ? n1 - n : 3; \
+        const void *wr[3]; \
+        for (int j = 0; j < 3; j++) wr[j] = wb + (int64_t)(n + (j < nr ? j : 0)) * K * ESZ; \
+        for (int m0 = 0; m0 < M; m0 += 8) { \
+            int mr = M - m0 < 8 ? M - m0 : 8; \
+            const float *xr[8]; \
+            for (int i = 0; i < 8; i++) xr[i] = x + (int64_t)(m0 + (i < mr ? i : 0)) * K; \
+            __m512 acc[8][3]; \
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) \
+                _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps(); \
+            for (int k = 0; k < K; k += 16) { \
+                __m512 v0 = LD(wr[0], k), v1 = LD(wr[1], k), v2 = LD(wr[2], k); \
+                _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) { \
+                    __m512 u = _mm512_loadu_ps(xr[i] + k); \
+                    acc[i][0] = _mm512_fmadd_ps(u, v0, acc[i][0]); \
+                    acc[i][1] = _mm512_fmadd_ps(u, v1, acc[i][1]); \
+                    acc[i][2] = _mm512_fmadd_ps(u, v2, acc[i][2]); \
+                } \
+            } \
+            for (int i = 0; i < mr; i++) \
+                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+        } \
+    } \
+}
+BAND38(band38_f32, ld_f32, 4)
+BAND38(band38_f16, ld_f16, 2)
+BAND38(band38_bf16, ld_bf16, 2)
+
 /* kind: 0 float32, 1 float16, 2 bfloat16. threads: the team size (torch.get_num_threads()). */
 int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, float *y, int threads) {
     if (K % 16 || M < 1 || N < 1 || kind < 0 || kind > 2) return -1;
-    int quads = (N + 3) / 4;
+    int wide = M > 4 && M % 4 != 0;  /* 5-7 rows, 9-11, ...: eight-row passes */
+    if (M > 4 && M % 8 == 0) wide = 1;
+    int step = wide ? 3 : 4, groups = (N + step - 1) / step;
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int n0 = 4 * (int)((int64_t)quads * t / T), n1 = 4 * (int)((int64_t)quads * (t + 1) / T);
+        int n0 = step * (int)((int64_t)groups * t / T), n1 = step * (int)((int64_t)groups * (t + 1) / T);
         if (n1 > N) n1 = N;
         if (n0 < n1) {
-            if (kind == 0) band_f32(M, K, N, x, w, y, n0, n1);
+            if (wide) {
+                if (kind == 0) band38_f32(M, K, N, x, w, y, n0, n1);
+                else if (kind == 1) band38_f16(M, K, N, x, w, y, n0, n1);
+                else band38_bf16(M, K, N, x, w, y, n0, n1);
+            } else if (kind == 0) band_f32(M, K, N, x, w, y, n0, n1);
             else if (kind == 1) band_f16(M, K, N, x, w, y, n0, n1);
             else band_bf16(M, K, N, x, w, y, n0, n1);
         }

@@ -23,6 +23,9 @@ static inline __m512 ld_f32(const void *p, int64_t i) { return _mm512_loadu_ps((
 static inline __m512 ld_f16(const void *p, int64_t i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
 }
+static inline __m512 ld_i8(const void *p, int64_t i) {  /* int8, scaled per row afterwards */
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)p + i))));
+}
 static inline __m512 ld_bf16(const void *p, int64_t i) {
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
@@ -70,6 +73,7 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
 BAND(band_f32, ld_f32, 4)
 BAND(band_f16, ld_f16, 2)
 BAND(band_bf16, ld_bf16, 2)
+BAND(band_i8, ld_i8, 1)
 
 /* 5 to 8 input rows: 3 weight rows x 8 input rows (24 accumulators) per pass, so each weight
  * vector is loaded and converted once for up to 8 rows. Four-row blocks took two passes for 5
@@ -105,10 +109,12 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
 BAND38(band38_f32, ld_f32, 4)
 BAND38(band38_f16, ld_f16, 2)
 BAND38(band38_bf16, ld_bf16, 2)
+BAND38(band38_i8, ld_i8, 1)
 
-/* kind: 0 float32, 1 float16, 2 bfloat16. threads: the team size (torch.get_num_threads()). */
+/* kind: 0 float32, 1 float16, 2 bfloat16, 4 int8 (the raw integer products: wb_linear_i8 scales
+ * them). threads: the team size (torch.get_num_threads()). */
 int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, float *y, int threads) {
-    if (K % 16 || M < 1 || N < 1 || kind < 0 || kind > 2) return -1;
+    if (K % 16 || M < 1 || N < 1 || kind < 0 || kind > 4 || kind == 3) return -1;
     int wide = M > 4 && M % 4 != 0;  /* 5-7 rows, 9-11, ...: eight-row passes */
     if (M > 4 && M % 8 == 0) wide = 1;
     int step = wide ? 3 : 4, groups = (N + step - 1) / step;
@@ -121,10 +127,12 @@ int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, floa
             if (wide) {
                 if (kind == 0) band38_f32(M, K, N, x, w, y, n0, n1);
                 else if (kind == 1) band38_f16(M, K, N, x, w, y, n0, n1);
-                else band38_bf16(M, K, N, x, w, y, n0, n1);
+                else if (kind == 2) band38_bf16(M, K, N, x, w, y, n0, n1);
+                else band38_i8(M, K, N, x, w, y, n0, n1);
             } else if (kind == 0) band_f32(M, K, N, x, w, y, n0, n1);
             else if (kind == 1) band_f16(M, K, N, x, w, y, n0, n1);
-            else band_bf16(M, K, N, x, w, y, n0, n1);
+            else if (kind == 2) band_bf16(M, K, N, x, w, y, n0, n1);
+            else band_i8(M, K, N, x, w, y, n0, n1);
         }
     }
     return 0;
@@ -214,6 +222,20 @@ int wb_linear_q4(int M, int K, int N, const float *x, const uint8_t *w, const fl
         int n0 = 4 * (int)((int64_t)quads * t / T), n1 = 4 * (int)((int64_t)quads * (t + 1) / T);
         if (n1 > N) n1 = N;
         if (n0 < n1) band_q4(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+    }
+    return 0;
+}
+
+/* 8-bit weights in bitsandbytes' layout: W[n, k] = w[n, k] * scale[n] (int8 rows; scale =
+ * SCB / 127). The integer weights convert exactly to float32; the row scale multiplies the sum. */
+int wb_linear_i8(int M, int K, int N, const float *x, const int8_t *w, const float *scale, float *y, int threads) {
+    int rc = wb_linear(4, M, K, N, x, w, y, threads);
+    if (rc) return rc;
+    for (int m = 0; m < M; m++) {
+        float *ym = y + (int64_t)m * N;
+        int n = 0;
+        for (; n + 16 <= N; n += 16) _mm512_storeu_ps(ym + n, _mm512_mul_ps(_mm512_loadu_ps(ym + n), _mm512_loadu_ps(scale + n)));
+        for (; n < N; n++) ym[n] *= scale[n];
     }
     return 0;
 }
@@ -345,7 +367,7 @@ static void silu_mul(int64_t n, const float *a, const float *b, float *out) {
 /* table: per layer TABLE_COLS int64: w_qkv, b_qkv (0 = none), w_o, w_gu, w_down, in_norm, post_norm,
  * k buffer, v buffer, k strides (batch, head, column), v strides (batch, head, column), unused;
  * for 4-bit weights (kind 3) also the absmax of w_qkv, w_o, w_gu, w_down, the code table and the
- * block size.
+ * block size; for 8-bit ones (kind 4) the row scales of w_qkv, w_o, w_gu, w_down there.
  * x: [B*T, hidden] float32 residual stream (row-major by sequence then token), in and out.
  * cos, sin: [B*T, D]. The T new keys and values of each row go to cache columns W..W+T-1.
  * work: float32 scratch, wb_decode_work() floats. */
@@ -363,6 +385,8 @@ static int linear_slot(int kind, int M, int K, int N, const float *x, const int6
     if (kind == 3)
         return wb_linear_q4(M, K, N, x, (const uint8_t *)e[slot], (const float *)e[slot == 0 ? 16 : 15 + slot],
                             (const float *)e[20], (int)e[21], y, xd, threads);
+    if (kind == 4)
+        return wb_linear_i8(M, K, N, x, (const int8_t *)e[slot], (const float *)e[slot == 0 ? 16 : 15 + slot], y, threads);
     return wb_linear(kind, M, K, N, x, (const void *)e[slot], y, threads);
 }
 

@@ -86,6 +86,7 @@ def _load():
     signatures = {
         "wb_linear": ([i, i, i, i, ptr, ptr, ptr, i], i),
         "wb_linear_q4": ([i, i, i, ptr, ptr, ptr, ptr, i, ptr, ptr, i], i),
+        "wb_linear_i8": ([i, i, i, ptr, ptr, ptr, ptr, i], i),
         "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i], i),
         "wb_decode_work": ([i] * 8, i64),
         "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i], i),
@@ -150,13 +151,41 @@ class Q4Weight:
         return values.view(self.shape)
 
 
+I8_KIND = 4  # wb_decode's kind for 8-bit weights
+
+
+@dataclass(frozen=True, eq=False)
+class I8Weight:
+    """An 8-bit weight in bitsandbytes' layout: W[n, k] = data[n, k] * scale[n] (int8 rows,
+    scale = SCB / 127), as gemv.c's wb_linear_i8 reads it."""
+
+    data: torch.Tensor  # int8 [N, K], contiguous
+    scale: torch.Tensor  # float32 [N]
+    shape: tuple[int, int]
+
+    def data_ptr(self) -> int:
+        return self.data.data_ptr()
+
+    def dequantised(self) -> torch.Tensor:
+        return self.data.float() * self.scale[:, None]
+
+
 def kind_of(weight) -> int:
-    return Q4_KIND if isinstance(weight, Q4Weight) else _KINDS[weight.dtype]
+    if isinstance(weight, Q4Weight):
+        return Q4_KIND
+    if isinstance(weight, I8Weight):
+        return I8_KIND
+    return _KINDS[weight.dtype]
 
 
 def supports(weight) -> bool:
     """Whether linear() takes this weight: a contiguous [out, in] CPU matrix with in % 16 == 0,
     or a 4-bit one whose rows are whole blocks of a multiple of 32 values."""
+    if isinstance(weight, I8Weight):
+        n, k = weight.shape
+        return (weight.data.device.type == "cpu" and weight.data.dtype is torch.int8 and weight.data.is_contiguous()
+                and tuple(weight.data.shape) == (n, k) and k % 16 == 0 and weight.scale.numel() == n
+                and weight.scale.dtype is torch.float32 and weight.scale.is_contiguous())
     if isinstance(weight, Q4Weight):
         n, k = weight.shape
         return (weight.packed.device.type == "cpu" and weight.code.numel() == 16 and weight.blocksize % 32 == 0
@@ -168,7 +197,7 @@ def supports(weight) -> bool:
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., in] (any float dtype) -> float32 [..., out] = x . weight^T + bias; weight a
-    tensor or a Q4Weight."""
+    tensor, a Q4Weight or an I8Weight."""
     lib = _require()
     n, k = weight.shape
     lead = x.shape[:-1]
@@ -182,6 +211,9 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
         scratch = torch.empty(m * k, dtype=torch.float32)
         rc = lib.wb_linear_q4(m, k, n, x2.data_ptr(), weight.packed.data_ptr(), weight.absmax.data_ptr(),
                               weight.code.data_ptr(), weight.blocksize, y.data_ptr(), scratch.data_ptr(), threads)
+    elif isinstance(weight, I8Weight):
+        rc = lib.wb_linear_i8(m, k, n, x2.data_ptr(), weight.data.data_ptr(), weight.scale.data_ptr(), y.data_ptr(),
+                              threads)
     else:
         rc = lib.wb_linear(_KINDS[weight.dtype], m, k, n, x2.data_ptr(), weight.data_ptr(), y.data_ptr(), threads)
     if rc != 0:

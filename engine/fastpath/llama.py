@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.fastpath import kernels
-from engine.fastpath.quantised import fuse_4bit, is_4bit, reason_4bit
+from engine.fastpath.quantised import fuse_4bit, fuse_8bit, is_4bit, is_8bit, reason_4bit, reason_8bit
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 # rows (batch x tokens) from which half-precision weights compute in float32 on a CPU: without
@@ -62,15 +62,24 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
                 if why:
                     return why
                 kinds.add("4-bit")
-            else:  # 8-bit layers and the like
+            elif is_8bit(lin):  # bitsandbytes int8: int8 rows and their scales
+                why = reason_8bit(lin)
+                if why:
+                    return why
+                kinds.add("8-bit")
+            else:
                 return "quantised or custom linear layers"
     if len(kinds) > 1:
-        return "4-bit layers beside full-precision ones"
-    if kinds == {"4-bit"} and not config_takes_kernel(cfg):
-        return "4-bit layers of sizes our kernel does not take"
+        if "full" not in kinds:
+            return "4-bit layers beside 8-bit ones"
+        return f"{' and '.join(sorted(kinds - {'full'}))} layers beside full-precision ones"
+    quantised = kinds & {"4-bit", "8-bit"}
+    if quantised and not config_takes_kernel(cfg):
+        return f"{quantised.pop()} layers of sizes our kernel does not take"
     if type(model.lm_head) is not torch.nn.Linear:
         return "custom output head"
-    dtypes = {p.dtype for p in model.parameters() if not (kinds == {"4-bit"} and p.dtype is torch.uint8)}
+    packed = {"4-bit": torch.uint8, "8-bit": torch.int8}.get(next(iter(kinds)) if kinds else "")
+    dtypes = {p.dtype for p in model.parameters() if p.dtype is not packed}
     if len(dtypes) != 1:
         return f"mixed parameter dtypes ({', '.join(sorted(str(d) for d in dtypes))})"
     return None
@@ -127,13 +136,15 @@ class LlamaFastForward:
         self.layers: list[_Layer] = []
         with _FUSE_LOCK, torch.no_grad():
             fused = getattr(model, "_workbench_fused", None)
-            self.q4 = is_4bit(model.model.layers[0].self_attn.q_proj)
-            if fused is None and self.q4:
+            q_proj = model.model.layers[0].self_attn.q_proj
+            self.q4, self.q8 = is_4bit(q_proj), is_8bit(q_proj)
+            if fused is None and (self.q4 or self.q8):
+                fuse = fuse_4bit if self.q4 else fuse_8bit
                 fused = []
                 for layer in model.model.layers:
                     a, m = layer.self_attn, layer.mlp
-                    fused.append((fuse_4bit([a.q_proj, a.k_proj, a.v_proj]), fuse_4bit([m.gate_proj, m.up_proj]),
-                                  fuse_4bit([a.o_proj])[0], fuse_4bit([m.down_proj])[0]))
+                    fused.append((fuse([a.q_proj, a.k_proj, a.v_proj]), fuse([m.gate_proj, m.up_proj]),
+                                  fuse([a.o_proj])[0], fuse([m.down_proj])[0]))
                 model._workbench_fused = fused
             elif fused is None:
                 fused = []
@@ -172,7 +183,7 @@ class LlamaFastForward:
         self.cache_dtype = torch.float32 if self.attn_fp32 else weight.dtype
         # products of up to kernels.MAX_ROWS rows in our kernel (float32 rows, any stored dtype):
         # with it, a half-precision model computes in float32 throughout on a CPU
-        self.kernel = (self.q4 or _kernel_fits(model)) and all(kernels.supports(w) for L in self.layers
+        self.kernel = (self.q4 or self.q8 or _kernel_fits(model)) and all(kernels.supports(w) for L in self.layers
                                                    for w in (L.w_qkv, L.w_o, L.w_gu, L.w_down))
         self.kernel = self.kernel and kernels.supports(self.lm_head.weight)
         self.final_norm = self.norm.weight
@@ -199,6 +210,9 @@ class LlamaFastForward:
                 if self.q4:  # the block scales, the code table and the block size
                     row[16:22] = [L.w_qkv.absmax.data_ptr(), L.w_o.absmax.data_ptr(), L.w_gu.absmax.data_ptr(),
                                   L.w_down.absmax.data_ptr(), L.w_qkv.code.data_ptr(), L.w_qkv.blocksize]
+                if self.q8:  # the row scales
+                    row[16:20] = [L.w_qkv.scale.data_ptr(), L.w_o.scale.data_ptr(), L.w_gu.scale.data_ptr(),
+                                  L.w_down.scale.data_ptr()]
                 rows.append(row)
             self._table = torch.tensor(rows, dtype=torch.int64)
 
@@ -230,8 +244,8 @@ class LlamaFastForward:
                 mask = mask & valid.to(x.device)[:, None, None, :]
         elif t > 1:
             causal = True
-        # 4-bit weights only the kernel reads (at any row count)
-        lin = _kernel_linear if self.kernel and (self.q4 or b * t <= kernels.MAX_ROWS) else _linear
+        # 4- and 8-bit weights only the kernel reads (at any row count)
+        lin = _kernel_linear if self.kernel and (self.q4 or self.q8 or b * t <= kernels.MAX_ROWS) else _linear
         for L, cache in zip(self.layers, cache_layers):
             if self.interrupt is not None and self.interrupt.is_set():
                 raise StepInterrupted()

@@ -1,4 +1,4 @@
-"""bitsandbytes' 4-bit linear layers (nf4, fp4) as our kernel's Q4Weight.
+"""bitsandbytes' 4-bit (nf4, fp4) and 8-bit linear layers as our kernel's Q4Weight / I8Weight.
 
 bitsandbytes runs a 4-bit product on a CPU by dequantising the weight or in bfloat16; our
 kernel (gemv.c wb_linear_q4) reads the packed 4-bit data as bitsandbytes stores it and computes
@@ -80,4 +80,53 @@ def fuse_4bit(linears: list[torch.nn.Module]) -> tuple[kernels.Q4Weight, torch.T
     weight = kernels.Q4Weight(packed, absmax, code, (n_out, k), blocksize)
     if not kernels.supports(weight):
         raise ValueError("the fused 4-bit weight does not fit the kernel")
+    return weight, bias
+
+
+# ---- 8-bit (bitsandbytes' Linear8bitLt): int8 rows with a float scale per row. bitsandbytes
+# computes LLM.int8() (8-bit activations, outlier columns apart); our kernel multiplies float32
+# activations by the 8-bit weights: weight-only 8-bit, the same stored weights, more exact.
+
+def is_8bit(module: torch.nn.Module) -> bool:
+    return type(module).__name__ == "Linear8bitLt" and getattr(module, "weight", None) is not None \
+        and module.weight.dtype is torch.int8
+
+
+def _scb(module: torch.nn.Module) -> torch.Tensor | None:
+    scb = getattr(module.weight, "SCB", None)
+    if scb is None:  # bitsandbytes moves it to the layer's state on the first forward
+        scb = getattr(getattr(module, "state", None), "SCB", None)
+    return scb
+
+
+def reason_8bit(module: torch.nn.Module) -> str | None:
+    if not kernels.available():
+        return f"8-bit layers need our CPU kernel ({kernels.unavailable_reason()})"
+    w = module.weight
+    if w.device.type != "cpu" or tuple(w.shape) != (module.out_features, module.in_features) \
+            or module.in_features % 16:
+        return "8-bit layout the kernel does not read"
+    scb = _scb(module)
+    if scb is None or scb.numel() != module.out_features:
+        return "8-bit layer without its row scales"
+    return None
+
+
+def fuse_8bit(linears: list[torch.nn.Module]) -> tuple[kernels.I8Weight, torch.Tensor | None]:
+    """One I8Weight for the stacked outputs of these 8-bit layers, plus the stacked bias (or
+    None); the modules' int8 data become views of it."""
+    data = torch.cat([lin.weight.data for lin in linears], dim=0).contiguous()
+    scale = torch.cat([_scb(lin).float() / 127.0 for lin in linears]).contiguous()
+    start = 0
+    for lin in linears:
+        n = lin.out_features
+        lin.weight.data = data[start:start + n]
+        start += n
+    has_bias = [lin.bias is not None for lin in linears]
+    if any(has_bias) and not all(has_bias):
+        raise ValueError("mixed biases")
+    bias = torch.cat([lin.bias.detach().float() for lin in linears]) if all(has_bias) else None
+    weight = kernels.I8Weight(data, scale, (int(data.shape[0]), int(data.shape[1])))
+    if not kernels.supports(weight):
+        raise ValueError("the fused 8-bit weight does not fit the kernel")
     return weight, bias

@@ -1,6 +1,6 @@
 """The Llama-family fast forward: the same greedy tokens as transformers' generate(), alone and
 in batches with holes, on Llama, Qwen2 (q/k/v biases) and Mistral (one KV head); other
-architectures and 8-bit models keep transformers' forward (4-bit ones: tests/engine/test_fastpath_4bit.py)."""
+architectures and 8-bit models keep transformers' forward (4-bit ones: tests/engine/test_fastpath_quantised.py)."""
 
 from __future__ import annotations
 

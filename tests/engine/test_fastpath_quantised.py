@@ -1,7 +1,7 @@
-"""bitsandbytes' 4-bit layers (nf4, fp4) on our kernel: the packed data read exactly as
-bitsandbytes dequantises it, products equal to float32 ones on the dequantised weights, and an
-engine on a 4-bit model gives the greedy tokens of generate() on its dequantised float32 twin,
-on Llama, Qwen2 (q/k/v biases) and Mistral (one KV head)."""
+"""bitsandbytes' 4-bit (nf4, fp4) and 8-bit layers on our kernel: the packed data read exactly
+as bitsandbytes dequantises it, products equal to float32 ones on the dequantised weights, and
+an engine on a quantised model gives the greedy tokens of generate() on its dequantised float32
+twin, on Llama, Qwen2 (q/k/v biases) and Mistral (one KV head)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def test_4bit_product_equals_float32_on_the_dequantised_weight(quant_type, n, k)
         torch.testing.assert_close(y.double(), ref, atol=2e-4 * k ** 0.5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n,k", [(97, 192), (3, 64), (1536, 512)])
+def test_8bit_product_equals_float32_on_the_dequantised_weight(n, k):
+    torch.manual_seed(n * k)
+    w = kernels.I8Weight(torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n) / 127, (n, k))
+    assert kernels.supports(w)
+    for m in (1, 3, 5, 8, 13, 600):
+        x = torch.randn(m, k)
+        ref = x.double() @ w.dequantised().double().t()
+        torch.testing.assert_close(kernels.linear(x, w).double(), ref, atol=1e-4 * k ** 0.5, rtol=1e-5)
+
+
 def test_4bit_refusals():
     q, _ = _q4(torch.randn(8, 128), "nf4")
     odd = kernels.Q4Weight(q.packed, q.absmax, q.code, (8, 128), 48)  # blocks not a multiple of 32
@@ -66,10 +77,12 @@ def arch_dir(request, tmp_path_factory, tiny_llama_dir):
 
 
 def _dequantised_twin(model_dir, quantised):
-    """The float32 model whose linear layers hold exactly what the 4-bit layers stand for."""
+    """The float32 model whose linear layers hold exactly what the quantised layers stand for
+    (read through bitsandbytes: dequantize_4bit, or the int8 rows times SCB / 127)."""
     import bitsandbytes.functional as F
 
     from engine.config import DType
+    from engine.fastpath.quantised import _scb
 
     twin = load_model(ModelSpec(str(model_dir), dtype=DType.FLOAT32))
     modules = dict(twin.model.named_modules())
@@ -78,17 +91,20 @@ def _dequantised_twin(model_dir, quantised):
             if type(mod).__name__ == "Linear4bit":
                 w = F.dequantize_4bit(mod.weight.data.reshape(-1, 1), mod.weight.quant_state).float()
                 modules[name].weight.copy_(w)
+            elif type(mod).__name__ == "Linear8bitLt":
+                modules[name].weight.copy_(mod.weight.data.float() * (_scb(mod).float()[:, None] / 127))
     return twin
 
 
-@pytest.mark.parametrize("level", [Quantisation.NF4, Quantisation.FP4])
-def test_a_4bit_model_takes_the_fast_path_with_one_copy_of_its_data(arch_dir, level):
+@pytest.mark.parametrize("level", [Quantisation.NF4, Quantisation.FP4, Quantisation.INT8])
+def test_a_quantised_model_takes_the_fast_path_with_one_copy_of_its_data(arch_dir, level):
     loaded = load_model(ModelSpec(str(arch_dir)), level)
     assert unsupported_reason(loaded.model) is None
     fast = ModelRunner(loaded.model, loaded.device, 0).fast
-    assert fast is not None and fast.q4 and fast.native
+    assert fast is not None and fast.native and (fast.q8 if level is Quantisation.INT8 else fast.q4)
     attn = loaded.model.model.layers[0].self_attn
-    fused = fast.layers[0].w_qkv.packed
+    w = fast.layers[0].w_qkv
+    fused = w.data if level is Quantisation.INT8 else w.packed
     start, end = fused.data_ptr(), fused.data_ptr() + fused.numel()
     for proj in (attn.q_proj, attn.k_proj, attn.v_proj):  # the modules read the fused buffer
         assert start <= proj.weight.data.data_ptr() < end
@@ -100,8 +116,10 @@ def test_a_4bit_model_takes_the_fast_path_with_one_copy_of_its_data(arch_dir, le
     EngineConfig(quantisation=Quantisation.NF4, kv_cache=KVCacheMode.OFF),
     EngineConfig(quantisation=Quantisation.FP4,
                  speculative=SpeculativeConfig(mode=SpeculativeMode.NGRAM, num_draft_tokens=3)),
-], ids=["nf4-batched", "nf4-chunked", "nf4-kv-off", "fp4-ngram"])
-def test_4bit_greedy_equals_generate_on_the_dequantised_twin(arch_dir, config):
+    EngineConfig(quantisation=Quantisation.INT8),
+    EngineConfig(quantisation=Quantisation.INT8, batching=BatchingConfig(max_batch_size=4, token_budget=7)),
+], ids=["nf4-batched", "nf4-chunked", "nf4-kv-off", "fp4-ngram", "int8-batched", "int8-chunked"])
+def test_quantised_greedy_equals_generate_on_the_dequantised_twin(arch_dir, config):
     quantised = load_model(ModelSpec(str(arch_dir)), config.quantisation)
     twin = _dequantised_twin(arch_dir, quantised)
     tok = twin.tokenizer

@@ -18,7 +18,7 @@ class KVCacheMode(enum.Enum):
 class Quantisation(enum.Enum):
     NONE = "none"  # the model's own dtype
     BF16 = "bf16"
-    INT8 = "int8"  # bitsandbytes LLM.int8
+    INT8 = "int8"  # bitsandbytes 8-bit weights (LLM.int8() in its own forward; weight-only on our CPU kernel)
     NF4 = "nf4"  # bitsandbytes 4-bit NormalFloat
     FP4 = "fp4"  # bitsandbytes 4-bit float
 

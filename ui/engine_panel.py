@@ -43,7 +43,7 @@ from ui.widgets import StatusPill, label, named
 KV_CHOICES = [(KVCacheMode.OFF, "Off — recompute every step"), (KVCacheMode.ON, "On"),
               (KVCacheMode.PREFIX, "On + prefix reuse")]
 QUANT_CHOICES = [(Quantisation.NONE, "None (model dtype)"), (Quantisation.BF16, "bf16"),
-                 (Quantisation.INT8, "int8 (LLM.int8)"), (Quantisation.NF4, "nf4 (4-bit NormalFloat)"),
+                 (Quantisation.INT8, "int8 (8-bit weights)"), (Quantisation.NF4, "nf4 (4-bit NormalFloat)"),
                  (Quantisation.FP4, "fp4 (4-bit float)")]
 SPEC_CHOICES = [(SpeculativeMode.OFF, "Off"), (SpeculativeMode.DRAFT, "Draft model"),
                 (SpeculativeMode.NGRAM, "N-gram (prompt lookup)")]

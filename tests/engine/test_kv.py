@@ -78,6 +78,36 @@ def test_removing_rows_trims_leading_holes_and_counts_bytes():
     assert kv.nbytes == 0 and kv.width == 0
 
 
+def test_removing_rows_moves_the_last_row_into_the_gap_and_keeps_every_row():
+    kv = BatchKV()
+    rows = {rid: row(n, i) for i, (rid, n) in enumerate((("a", 3), ("b", 7), ("c", 5), ("d", 6), ("e", 2)))}
+    kv.add_rows(list(rows), list(rows.values()))
+    storage = kv.buffers()[0][0].untyped_storage().data_ptr()
+    kv.remove_rows(["b", "a"])
+    assert sorted(kv.row_ids) == ["c", "d", "e"]
+    assert all(same(kv.extract(rid), rows[rid]) for rid in kv.row_ids)
+    assert kv.width == 6  # b's columns (the widest) were leading holes of the rest: trimmed
+    assert kv.buffers()[0][0].untyped_storage().data_ptr() == storage  # no copy of the batch
+
+
+def test_trimming_keeps_the_buffers_capacity_so_the_next_step_writes_in_place():
+    """After rejected drafts are trimmed the buffers keep their spare columns; trimming them to
+    the used width made every step after a rejection regrow (copy) the whole cache."""
+    from engine.runner import BufferLayer
+
+    kv = BatchKV()
+    kv.add_rows(["a"], [row(6, 3)])
+    kv.invalidate_tail("a", 2)
+    (k, v), = kv.buffers()[:1]
+    capacity = k.shape[2]
+    assert capacity > kv.width == 4
+    layer = BufferLayer(k, v, kv.width)
+    new = torch.ones(1, HEADS, 3, DIM)
+    layer.update(new, new)
+    assert layer.buf_k.data_ptr() == k.data_ptr()  # written in place: no regrowth
+    assert torch.equal(layer.keys[0, :, 4:], new[0])
+
+
 def test_prefix_cache_longest_prefix_lru_bound_and_counts():
     one = row(4, 9).nbytes
     cache = PrefixCache(max_bytes=2 * one)

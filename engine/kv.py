@@ -121,6 +121,8 @@ class BatchKV:
             self.row_ids.extend(row_ids)
             self.valid = torch.zeros((old_rows + len(row_ids), self.width), dtype=torch.bool)
             return
+        if self._kbuf and new_width == self.width and self._add_in_place(row_ids, rows, lengths):
+            return
         if self._kbuf:
             like = [(k[0, :, :0], v[0, :, :0]) for k, v in zip(self._kbuf, self._vbuf)]  # [H, 0, D]
         else:
@@ -152,6 +154,34 @@ class BatchKV:
         self.set_buffers(list(zip(new_k, new_v)), new_width)
         self.valid = valid
         self.row_ids.extend(row_ids)
+
+    def _add_in_place(self, row_ids: list[str], rows: list[RowKV | None], lengths: list[int]) -> bool:
+        """Rows that fit the current width join into the buffers' spare rows (a leaving row's
+        slot, see remove_rows) without copying the batch; False when the storage has no room."""
+        total = len(self.row_ids) + len(row_ids)
+        grown = [_with_rows(b, total) for b in self._kbuf + self._vbuf]
+        if any(g is None for g in grown):
+            return False
+        old_rows, width, layers = len(self.row_ids), self.width, len(self._kbuf)
+        with torch.inference_mode():  # the buffers may be inference tensors
+            for layer, (k, v) in enumerate(zip(grown[:layers], grown[layers:])):
+                for i, row in enumerate(rows):
+                    r, n = old_rows + i, lengths[i]
+                    k[r, :, :width - n] = 0  # holes: zeros, not a former row's values
+                    v[r, :, :width - n] = 0
+                    if n:
+                        rk, rv = row.layers[layer]
+                        k[r, :, width - n:width] = rk
+                        v[r, :, width - n:width] = rv
+        valid = torch.zeros((total, width), dtype=torch.bool)
+        valid[:old_rows] = self.valid
+        for i, n in enumerate(lengths):
+            if n:
+                valid[old_rows + i, width - n:] = True
+        self._kbuf, self._vbuf = grown[:layers], grown[layers:]
+        self.valid = valid
+        self.row_ids.extend(row_ids)
+        return True
 
     def extract(self, row_id: str, *, copy: bool = True) -> RowKV:
         """The row's valid columns, in order, as a standalone RowKV. copy=False may return views
@@ -254,6 +284,16 @@ class BatchKV:
         rows = [self.extract(r) for r in ids]
         self.clear()
         self.add_rows(ids, rows)
+
+
+def _with_rows(buf: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """The buffer [B, H, C, D] seen with `rows` rows over its own storage (strides unchanged),
+    or None when the storage does not reach that far."""
+    shape = (rows, *buf.shape[1:])
+    last = buf.storage_offset() + sum((n - 1) * st for n, st in zip(shape, buf.stride()))
+    if last >= buf.untyped_storage().nbytes() // buf.element_size():
+        return None
+    return buf.as_strided(shape, buf.stride(), buf.storage_offset())
 
 
 COMPACT_MIN_WIDTH = 64  # below this a cache is too small for its holes to matter

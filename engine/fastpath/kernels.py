@@ -223,8 +223,9 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
     return y.view(*lead, n)
 
 
-ATTENTION_MAX_QUERIES = 16  # queries per row of the native decode forward (decode, verification); longer
-# prefill chunks keep torch's flash kernel
+ATTENTION_MAX_QUERIES = 128  # tokens per row of the native forward (decode, verification, a short
+# prompt); longer prefill chunks keep torch's flash attention. A prompt of 20 tokens on the bundled
+# target: 6.2 ms native vs 8.4 in the layer loop; 64 tokens 16.3 vs 18.8; 128 tokens 27.7 vs 31.7
 
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None,

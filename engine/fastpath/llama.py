@@ -7,7 +7,7 @@ dispatch. Rows of different lengths and holes use one boolean mask; a hole-free 
 kernel's own causal path.
 
 On a CPU where engine/fastpath/gemv.c builds, its products replace torch's (weights as stored,
-any of float32/float16/bfloat16, float32 activations), and a forward of up to 16 tokens per row
+any of float32/float16/bfloat16, float32 activations), and a forward of up to 128 tokens per row
 (decode, verification, small chunks) runs every layer in one native call (`_native`). Longer
 prefill chunks take the layer loop in `__call__`, with torch's flash attention.
 

@@ -10,6 +10,7 @@ import torch
 from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SpeculativeConfig, \
     SpeculativeMode
 from engine.engine import Engine
+from engine.fastpath import kernels
 from engine.fastpath.llama import LlamaFastForward, unsupported_reason
 from engine.kv import BatchKV
 from engine.models import load_model
@@ -17,6 +18,8 @@ from engine.runner import ModelRunner, RowInput
 from tests.helpers.engine_utils import greedy, hf_greedy, wait_finished, wait_loaded
 
 PROMPTS = ["to be or not to be", "a horse", "now is the winter of our discontent made glorious", "we"]
+# longer than the native forward's 128 tokens per row: its prefill takes the layer loop
+LONG = "now is the winter of our discontent made glorious summer by this sun of york " * 8
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2", "mistral"])
@@ -69,12 +72,14 @@ def test_fast_logits_match_transformers_forward(arch_dir):
 def test_fast_greedy_equals_generate(arch_dir, config):
     ref = load_model(ModelSpec(str(arch_dir)))
     tok = ref.tokenizer
-    expected = {p: hf_greedy(ref.model, tok.encode(p), 16, tok.pad_token_id) for p in PROMPTS}
+    prompts = PROMPTS + [LONG]
+    assert len(tok.encode(LONG)) > kernels.ATTENTION_MAX_QUERIES
+    expected = {p: hf_greedy(ref.model, tok.encode(p), 16, tok.pad_token_id) for p in prompts}
     eng = Engine(ModelSpec(str(arch_dir)), config).start()
     try:
         wait_loaded(eng)
         ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(tok.encode(p)), sampling=greedy(16, ignore_eos=True))): p
-               for p in PROMPTS}
+               for p in prompts}
         c = wait_finished(eng, list(ids))
         for rid, p in ids.items():
             assert list(c.finished[rid].token_ids) == expected[p], p

@@ -90,6 +90,25 @@ def test_removing_rows_moves_the_last_row_into_the_gap_and_keeps_every_row():
     assert kv.buffers()[0][0].untyped_storage().data_ptr() == storage  # no copy of the batch
 
 
+def test_a_row_joining_after_a_leave_takes_its_slot_without_copying_the_batch():
+    kv = BatchKV()
+    rows = {rid: row(n, i) for i, (rid, n) in enumerate((("a", 6), ("b", 7), ("c", 5)))}
+    kv.add_rows(list(rows), list(rows.values()))
+    storage = kv.buffers()[0][0].untyped_storage().data_ptr()
+    kv.remove_rows(["a"])
+    rows["d"] = row(4, 9)
+    kv.add_rows(["d"], [rows["d"]])  # fits the width (7): the freed slot
+    assert kv.buffers()[0][0].untyped_storage().data_ptr() == storage
+    assert sorted(kv.row_ids) == ["b", "c", "d"] and kv.width == 7
+    assert all(same(kv.extract(rid), rows[rid]) for rid in kv.row_ids)
+    assert kv.valid[kv.row_index("d")].tolist() == [False] * 3 + [True] * 4
+    assert torch.count_nonzero(kv.buffers()[0][0][kv.row_index("d"), :, :3]) == 0  # holes are zeros
+    rows["e"] = row(2, 10)
+    kv.add_rows(["e"], [rows["e"]])  # no spare row left: a new allocation, same contents
+    assert kv.buffers()[0][0].untyped_storage().data_ptr() != storage
+    assert all(same(kv.extract(rid), rows[rid]) for rid in kv.row_ids)
+
+
 def test_trimming_keeps_the_buffers_capacity_so_the_next_step_writes_in_place():
     """After rejected drafts are trimmed the buffers keep their spare columns; trimming them to
     the used width made every step after a rejection regrow (copy) the whole cache."""

@@ -258,74 +258,88 @@ static inline __m512 exp_neg(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* Attention for a few query rows per sequence (decode, verification) over a float32 cache:
+/* Attention for a few query rows per sequence (decode, verification) over a float32 or float16
+ * cache (kv_kind 0 or 1; strides in elements):
  *   o[b, i, h, :] = softmax_j(scale * q[b, h, i, :] . k[b, h / G, j, :]) . v[b, h / G, j, :]
  * over the keys query i may see: j <= L - T + i (causal) and valid[b, j] (holes), G = H / KVH.
  * q, k, v: innermost dimension contiguous, other strides in floats; valid: [B, L] bytes or NULL;
  * o: [B, T, H, D] contiguous (the layout the output projection reads). D % 16 == 0, D <= 256.
  * scratch: B*H*T*L floats (scores). A query that sees no key gets zeros. */
+#define ATTEND(NAME, LD) \
+static void NAME(int B, int H, int KVH, int T, int L, int D, float scale, \
+                 const float *q, int64_t qsb, int64_t qsh, int64_t qst, \
+                 const void *k, int64_t ksb, int64_t ksh, int64_t ksl, \
+                 const void *v, int64_t vsb, int64_t vsh, int64_t vsl, \
+                 const uint8_t *valid, float *o, float *scratch, int threads) { \
+    int G = H / KVH, items = B * H * T, nv = D / 16; \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)") \
+    for (int it = 0; it < items; it++) { \
+        int b = it / (H * T), h = (it / T) % H, i = it % T; \
+        const float *qp = q + b * qsb + h * qsh + i * qst; \
+        const int64_t kp = b * ksb + (h / G) * ksh, vp = b * vsb + (h / G) * vsh;  /* element offsets */ \
+        const uint8_t *ok = valid ? valid + (int64_t)b * L : 0; \
+        float *s = scratch + (int64_t)it * L; \
+        int last = L - T + i;  /* the last key this query sees */ \
+        __m512 qv[16]; \
+        for (int d = 0; d < nv; d++) qv[d] = _mm512_mul_ps(_mm512_loadu_ps(qp + 16 * d), _mm512_set1_ps(scale)); \
+        float mx = -INFINITY; \
+        for (int j = 0; j <= last; j++) { \
+            if (ok && !ok[j]) { s[j] = -INFINITY; continue; } \
+            const int64_t kj = kp + j * ksl; \
+            __m512 acc = _mm512_mul_ps(qv[0], LD(k, kj)); \
+            for (int d = 1; d < nv; d++) acc = _mm512_fmadd_ps(qv[d], LD(k, kj + 16 * d), acc); \
+            float x = _mm512_reduce_add_ps(acc); \
+            s[j] = x; \
+            if (x > mx) mx = x; \
+        } \
+        float *op = o + (((int64_t)b * T + i) * H + h) * D; \
+        if (mx == -INFINITY) {  /* nothing to attend to */ \
+            for (int d = 0; d < D; d++) op[d] = 0.0f; \
+            continue; \
+        } \
+        /* p_j = exp(s_j - max), 16 at a time (masked keys give exp(-inf) = 0) */ \
+        __m512 mxv = _mm512_set1_ps(mx), sum = _mm512_setzero_ps(); \
+        int j = 0; \
+        for (; j + 16 <= last + 1; j += 16) { \
+            __m512 p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(s + j), mxv)); \
+            p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), p); \
+            _mm512_storeu_ps(s + j, p); \
+            sum = _mm512_add_ps(sum, p); \
+        } \
+        if (j <= last) { \
+            __mmask16 m = (__mmask16)((1u << (last + 1 - j)) - 1); \
+            __m512 sj = _mm512_maskz_loadu_ps(m, s + j); \
+            __m512 p = exp_neg(_mm512_sub_ps(sj, mxv)); \
+            m &= _mm512_cmp_ps_mask(sj, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ); \
+            p = _mm512_maskz_mov_ps(m, p); \
+            _mm512_mask_storeu_ps(s + j, (__mmask16)((1u << (last + 1 - j)) - 1), p); \
+            sum = _mm512_add_ps(sum, p); \
+        } \
+        float inv = 1.0f / _mm512_reduce_add_ps(sum); \
+        __m512 ov[16]; \
+        for (int d = 0; d < nv; d++) ov[d] = _mm512_setzero_ps(); \
+        for (int jj = 0; jj <= last; jj++) { \
+            float p = s[jj]; \
+            if (p == 0.0f) continue; \
+            const int64_t vj = vp + jj * vsl; \
+            __m512 pv = _mm512_set1_ps(p); \
+            for (int d = 0; d < nv; d++) ov[d] = _mm512_fmadd_ps(pv, LD(v, vj + 16 * d), ov[d]); \
+        } \
+        for (int d = 0; d < nv; d++) _mm512_storeu_ps(op + 16 * d, _mm512_mul_ps(ov[d], _mm512_set1_ps(inv))); \
+    } \
+}
+
+ATTEND(attend_f32, ld_f32)
+ATTEND(attend_f16, ld_f16)
+
 int wb_attention(int B, int H, int KVH, int T, int L, int D, float scale,
                  const float *q, int64_t qsb, int64_t qsh, int64_t qst,
-                 const float *k, int64_t ksb, int64_t ksh, int64_t ksl,
-                 const float *v, int64_t vsb, int64_t vsh, int64_t vsl,
-                 const uint8_t *valid, float *o, float *scratch, int threads) {
-    if (D % 16 || D > 256 || H % KVH || T > L || T < 1 || B < 1) return -1;
-    int G = H / KVH, items = B * H * T, nv = D / 16;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int it = 0; it < items; it++) {
-        int b = it / (H * T), h = (it / T) % H, i = it % T;
-        const float *qp = q + b * qsb + h * qsh + i * qst;
-        const float *kp = k + b * ksb + (h / G) * ksh, *vp = v + b * vsb + (h / G) * vsh;
-        const uint8_t *ok = valid ? valid + (int64_t)b * L : 0;
-        float *s = scratch + (int64_t)it * L;
-        int last = L - T + i;  /* the last key this query sees */
-        __m512 qv[16];
-        for (int d = 0; d < nv; d++) qv[d] = _mm512_mul_ps(_mm512_loadu_ps(qp + 16 * d), _mm512_set1_ps(scale));
-        float mx = -INFINITY;
-        for (int j = 0; j <= last; j++) {
-            if (ok && !ok[j]) { s[j] = -INFINITY; continue; }
-            const float *kj = kp + j * ksl;
-            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
-            for (int d = 1; d < nv; d++) acc = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kj + 16 * d), acc);
-            float x = _mm512_reduce_add_ps(acc);
-            s[j] = x;
-            if (x > mx) mx = x;
-        }
-        float *op = o + (((int64_t)b * T + i) * H + h) * D;
-        if (mx == -INFINITY) {  /* nothing to attend to */
-            for (int d = 0; d < D; d++) op[d] = 0.0f;
-            continue;
-        }
-        /* p_j = exp(s_j - max), 16 at a time (masked keys give exp(-inf) = 0) */
-        __m512 mxv = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
-        int j = 0;
-        for (; j + 16 <= last + 1; j += 16) {
-            __m512 p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(s + j), mxv));
-            p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), p);
-            _mm512_storeu_ps(s + j, p);
-            sum = _mm512_add_ps(sum, p);
-        }
-        if (j <= last) {
-            __mmask16 m = (__mmask16)((1u << (last + 1 - j)) - 1);
-            __m512 sj = _mm512_maskz_loadu_ps(m, s + j);
-            __m512 p = exp_neg(_mm512_sub_ps(sj, mxv));
-            m &= _mm512_cmp_ps_mask(sj, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-            p = _mm512_maskz_mov_ps(m, p);
-            _mm512_mask_storeu_ps(s + j, (__mmask16)((1u << (last + 1 - j)) - 1), p);
-            sum = _mm512_add_ps(sum, p);
-        }
-        float inv = 1.0f / _mm512_reduce_add_ps(sum);
-        __m512 ov[16];
-        for (int d = 0; d < nv; d++) ov[d] = _mm512_setzero_ps();
-        for (int jj = 0; jj <= last; jj++) {
-            float p = s[jj];
-            if (p == 0.0f) continue;
-            const float *vj = vp + jj * vsl;
-            __m512 pv = _mm512_set1_ps(p);
-            for (int d = 0; d < nv; d++) ov[d] = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vj + 16 * d), ov[d]);
-        }
-        for (int d = 0; d < nv; d++) _mm512_storeu_ps(op + 16 * d, _mm512_mul_ps(ov[d], _mm512_set1_ps(inv)));
-    }
+                 const void *k, int64_t ksb, int64_t ksh, int64_t ksl,
+                 const void *v, int64_t vsb, int64_t vsh, int64_t vsl,
+                 const uint8_t *valid, float *o, float *scratch, int kv_kind, int threads) {
+    if (D % 16 || D > 256 || H % KVH || T > L || T < 1 || B < 1 || kv_kind < 0 || kv_kind > 1) return -1;
+    if (kv_kind == 1) attend_f16(B, H, KVH, T, L, D, scale, q, qsb, qsh, qst, k, ksb, ksh, ksl, v, vsb, vsh, vsl, valid, o, scratch, threads);
+    else attend_f32(B, H, KVH, T, L, D, scale, q, qsb, qsh, qst, k, ksb, ksh, ksl, v, vsb, vsh, vsl, valid, o, scratch, threads);
     return 0;
 }
 
@@ -392,7 +406,8 @@ static int linear_slot(int kind, int M, int K, int N, const float *x, const int6
 
 int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W, int hidden, int H, int KVH,
               int D, int inter, float eps, float scale, const float *cos, const float *sin,
-              const uint8_t *valid, float *x, float *work, int threads) {
+              const uint8_t *valid, float *x, float *work, int kv_kind, int threads) {
+    if (kv_kind < 0 || kv_kind > 1) return -1;
     if (hidden % 16 || inter % 16 || D % 16 || D > 256 || H % KVH) return -1;
     int M = B * T, nqkv = (H + 2 * KVH) * D, half = D / 2;
     float *h = work, *qkv = h + (int64_t)M * hidden, *o = qkv + (int64_t)M * nqkv;
@@ -402,7 +417,7 @@ int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W,
     for (int l = 0; l < n_layers; l++) {
         const int64_t *e = table + TABLE_COLS * l;
         const float *b_qkv = (const float *)e[1];
-        float *kb = (float *)e[7], *vb = (float *)e[8];
+        void *kb = (void *)e[7], *vb = (void *)e[8];
         rms_rows(M, hidden, eps, x, (const float *)e[5], h);
         if (linear_slot(kind, M, hidden, nqkv, h, e, 0, qkv, xd, threads)) return -2;
         for (int m = 0; m < M; m++) {
@@ -417,13 +432,22 @@ int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W,
             int b = m / T, i = m % T;
             for (int g = 0; g < KVH; g++) {  /* the new keys and values into the cache */
                 const float *kv_k = row + (H + g) * D, *kv_v = row + (H + KVH + g) * D;
-                float *kd = kb + b * e[9] + g * e[10] + (int64_t)(W + i) * e[11];
-                float *vd = vb + b * e[12] + g * e[13] + (int64_t)(W + i) * e[14];
-                for (int d = 0; d < D; d++) { kd[d] = kv_k[d]; vd[d] = kv_v[d]; }
+                int64_t ko = b * e[9] + g * e[10] + (int64_t)(W + i) * e[11];
+                int64_t vo = b * e[12] + g * e[13] + (int64_t)(W + i) * e[14];
+                if (kv_kind == 1) {  /* float16, rounded to nearest even as torch converts */
+                    uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
+                    for (int d = 0; d < D; d += 16) {
+                        _mm256_storeu_si256((__m256i *)(kd + d), _mm512_cvtps_ph(_mm512_loadu_ps(kv_k + d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                        _mm256_storeu_si256((__m256i *)(vd + d), _mm512_cvtps_ph(_mm512_loadu_ps(kv_v + d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                    }
+                } else {
+                    float *kd = (float *)kb + ko, *vd = (float *)vb + vo;
+                    for (int d = 0; d < D; d++) { kd[d] = kv_k[d]; vd[d] = kv_v[d]; }
+                }
             }
         }
         if (wb_attention(B, H, KVH, T, W + T, D, scale, qkv, (int64_t)T * nqkv, D, nqkv,
-                         kb, e[9], e[10], e[11], vb, e[12], e[13], e[14], valid, o, scores, threads)) return -3;
+                         kb, e[9], e[10], e[11], vb, e[12], e[13], e[14], valid, o, scores, kv_kind, threads)) return -3;
         if (linear_slot(kind, M, H * D, hidden, o, e, 2, h, xd, threads)) return -4;
         add_rows_into((int64_t)M * hidden, x, h);
         rms_rows(M, hidden, eps, x, (const float *)e[6], h);

@@ -87,9 +87,9 @@ def _load():
         "wb_linear": ([i, i, i, i, ptr, ptr, ptr, i], i),
         "wb_linear_q4": ([i, i, i, ptr, ptr, ptr, ptr, i, ptr, ptr, i], i),
         "wb_linear_i8": ([i, i, i, ptr, ptr, ptr, ptr, i], i),
-        "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i], i),
+        "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i, i], i),
         "wb_decode_work": ([i] * 8, i64),
-        "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i], i),
+        "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i, i], i),
     }
     for name, (args, result) in signatures.items():
         fn = getattr(lib, name)
@@ -223,6 +223,7 @@ def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.T
     return y.view(*lead, n)
 
 
+KV_KINDS = {torch.float32: 0, torch.float16: 1}  # caches the native attention reads
 ATTENTION_MAX_QUERIES = 128  # tokens per row of the native forward (decode, verification, a short
 # prompt); longer prefill chunks keep torch's flash attention. A prompt of 20 tokens on the bundled
 # target: 6.2 ms native vs 8.4 in the layer loop; 64 tokens 16.3 vs 18.8; 128 tokens 27.7 vs 31.7
@@ -230,22 +231,24 @@ ATTENTION_MAX_QUERIES = 128  # tokens per row of the native forward (decode, ver
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None,
               scale: float) -> torch.Tensor:
-    """q [B, H, T, D], keys/values [B, KVH, L, D] (float32, innermost contiguous), valid [B, L]
-    uint8 or None -> [B, T, H, D]: causal attention of the last T positions over all L, holes
-    masked; a query that sees no key gets zeros."""
+    """q [B, H, T, D] float32, keys/values [B, KVH, L, D] (float32 or float16, innermost
+    contiguous), valid [B, L] uint8 or None -> [B, T, H, D] float32: causal attention of the last
+    T positions over all L, holes masked; a query that sees no key gets zeros."""
     fn = _require().wb_attention
     b, h, t, d = q.shape
     kvh, length = keys.shape[1], keys.shape[2]
     for x in (q, keys, values):
         if x.stride(-1) != 1:
             raise ValueError("attention needs the innermost dimension contiguous")
+    if keys.dtype != values.dtype or keys.dtype not in KV_KINDS or q.dtype is not torch.float32:
+        raise ValueError("attention takes float32 queries over a float32 or float16 cache")
     if valid is not None:
         valid = valid.to(torch.uint8).contiguous()
     out = torch.empty((b, t, h, d), dtype=torch.float32)
     scratch = torch.empty(b * h * t * length, dtype=torch.float32)
     rc = fn(b, h, kvh, t, length, d, scale, q.data_ptr(), *q.stride()[:3], keys.data_ptr(), *keys.stride()[:3],
             values.data_ptr(), *values.stride()[:3], 0 if valid is None else valid.data_ptr(), out.data_ptr(),
-            scratch.data_ptr(), torch.get_num_threads())
+            scratch.data_ptr(), KV_KINDS[keys.dtype], torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"the kernel refused attention of {tuple(q.shape)} over {tuple(keys.shape)}")
     return out
@@ -256,7 +259,8 @@ DECODE_TABLE_COLUMNS = 24  # gemv.c TABLE_COLS
 
 def decode_layers(kind: int, table: torch.Tensor, x: torch.Tensor, *, batch: int, tokens: int, past: int,
                   hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int, eps: float, scale: float,
-                  cos: torch.Tensor, sin: torch.Tensor, valid: torch.Tensor | None) -> None:
+                  cos: torch.Tensor, sin: torch.Tensor, valid: torch.Tensor | None,
+                  kv_dtype: torch.dtype = torch.float32) -> None:
     """Every layer of a Llama-family decode forward in one call (gemv.c wb_decode), x [B*T,
     hidden] float32 updated in place; table [layers, DECODE_TABLE_COLUMNS] int64 as wb_decode
     documents (the caller keeps every tensor it points to alive); kind: kind_of(the weights)."""
@@ -267,6 +271,6 @@ def decode_layers(kind: int, table: torch.Tensor, x: torch.Tensor, *, batch: int
         raise ValueError(f"the decode table needs {DECODE_TABLE_COLUMNS} columns")
     rc = fn(kind, table.shape[0], table.data_ptr(), batch, tokens, past, hidden, heads, kv_heads, head_dim,
             inter, eps, scale, cos.data_ptr(), sin.data_ptr(), 0 if valid is None else valid.data_ptr(),
-            x.data_ptr(), work.data_ptr(), torch.get_num_threads())
+            x.data_ptr(), work.data_ptr(), KV_KINDS[kv_dtype], torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"the decode kernel refused its arguments ({rc})")

@@ -177,7 +177,8 @@ class LlamaFastForward:
         self.interrupt = interrupt  # checked between layers: a long prefill stops within one layer
         # CPU kernels for half-precision attention are ~10x slower than float32 ones (the matmuls
         # stream weights and stay in half precision): attention runs in float32 there, on a float32
-        # cache (casting a half cache up every step would copy all of it, every layer)
+        # cache (casting a half cache up every step would copy all of it, every layer) -- except
+        # where our native attention reads a float16 cache itself (below)
         weight = self.embed.weight
         self.attn_fp32 = weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16)
         self.cache_dtype = torch.float32 if self.attn_fp32 else weight.dtype
@@ -194,6 +195,11 @@ class LlamaFastForward:
         # a decode forward (a few tokens per row) runs every layer in one native call
         self.native = self.kernel and self.cache_dtype is torch.float32 and \
             len({x for L in self.layers for x in (L.eps_in, L.eps_post)}) == 1
+        # float16 weights: keys and values stored in float16 too (the native attention converts
+        # them in registers; the layer loop upcasts them per layer): half the bytes a step reads
+        # from the cache -- at batch 8 and a few hundred tokens, as many as the weights
+        if self.native and weight.dtype is torch.float16 and weight.device.type == "cpu":
+            self.cache_dtype = torch.float16
         if self.native:
             self._keep = []  # the float32 biases the table points to
             rows = []
@@ -258,7 +264,9 @@ class LlamaFastForward:
             v = qkv[..., L.n_q + L.n_kv:].view(b, t, L.kv_heads, L.head_dim).transpose(1, 2)
             keys, values = cache.update(k, v)
             if self.attn_fp32:
-                q = q.float()  # keys and values already are: the cache is float32
+                q = q.float()
+                if keys.dtype is not torch.float32:  # a float16 cache: attend over it upcast
+                    keys, values = keys.float(), values.float()
             o = _sdpa(q, keys, values, mask, causal, L).to(x.dtype).transpose(1, 2).reshape(b, t, L.n_q)
             x = x + lin(o, L.w_o, None, up)
             h = _rms(x, L.post_norm, L.eps_post)
@@ -289,7 +297,8 @@ class LlamaFastForward:
         kernels.decode_layers(kernels.kind_of(L0.w_qkv), table, flat, batch=b, tokens=t, past=past, hidden=hidden,
                               heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter,
                               eps=L0.eps_in, scale=L0.scale, cos=cos.float().reshape(b * t, -1).contiguous(),
-                              sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes)
+                              sin=sin.float().reshape(b * t, -1).contiguous(), valid=valid_bytes,
+                              kv_dtype=self.cache_dtype)
         x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
 

@@ -109,18 +109,21 @@ def _reference_attention(q, keys, values, valid):
 @pytest.mark.parametrize("b,h,kvh,t,length,d", [(1, 8, 8, 1, 1, 64), (1, 8, 8, 1, 100, 64), (3, 4, 2, 5, 37, 16),
                                                  (8, 4, 1, 16, 300, 32), (2, 2, 2, 3, 3, 128)])
 @pytest.mark.parametrize("holes", [False, True])
-def test_attention_equals_sdpa_with_causal_rows_holes_and_grouped_heads(b, h, kvh, t, length, d, holes):
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.float16])
+def test_attention_equals_sdpa_with_causal_rows_holes_and_grouped_heads(b, h, kvh, t, length, d, holes, kv_dtype):
     g = torch.Generator().manual_seed(b * 100 + length)
     q = torch.randn(b, h + kvh, t, d, generator=g)[:, :h]  # a slice, as the fast forward passes it
     cap = length + 7  # keys and values are views of a longer buffer
-    keys = torch.randn(b, kvh, cap, d, generator=g)[:, :, :length]
-    values = torch.randn(b, kvh, cap, d, generator=g)[:, :, :length]
+    keys = torch.randn(b, kvh, cap, d, generator=g).to(kv_dtype)[:, :, :length]
+    values = torch.randn(b, kvh, cap, d, generator=g).to(kv_dtype)[:, :, :length]
     valid = None
     if holes:
         valid = torch.rand(b, length, generator=g) > 0.3
         valid[:, -t:] = True  # every query sees at least itself
     got = kernels.attention(q, keys, values, valid, d ** -0.5)
-    torch.testing.assert_close(got, _reference_attention(q, keys, values, valid), rtol=1e-5, atol=2e-6)
+    # a float16 cache is read exactly: the reference attends over the same values in float32
+    ref = _reference_attention(q, keys.float(), values.float(), valid)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=2e-6)
 
 
 @needs_kernel
@@ -163,3 +166,38 @@ def test_decode_steps_run_every_layer_in_one_native_call_and_match_the_layer_loo
         for r in a:
             torch.testing.assert_close(a[r], b[r], rtol=1e-4, atol=1e-4)
     assert len(calls) - before == 3
+
+
+@needs_kernel
+def test_a_float16_model_keeps_a_float16_cache_written_as_torch_rounds_it(tiny_llama_dir):
+    """float16 weights: keys and values are stored in float16 (half the bytes a step reads); the
+    native forward's cache (converted in C, to nearest even) and the layer loop's (torch's
+    conversion) agree to a float16 rounding step, and so do their logits."""
+    from engine.config import DType, ModelSpec
+    from engine.kv import BatchKV
+    from engine.models import load_model
+    from engine.runner import ModelRunner, RowInput
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir), dtype=DType.FLOAT16))
+    native = ModelRunner(loaded.model, loaded.device, 0)
+    loop = ModelRunner(loaded.model, loaded.device, 0)
+    loop.fast = type(native.fast)(loaded.model)
+    loop.fast.native = False
+    assert native.fast.native and native.fast.cache_dtype is torch.float16 and loop.fast.cache_dtype is torch.float16
+    prompts = {"a": [5, 9, 11, 3, 7, 8, 2], "b": [4, 6]}
+    kvs = {}
+    for name, runner in (("native", native), ("loop", loop)):
+        kv = kvs[name] = BatchKV()
+        kv.add_rows(list(prompts), [None] * len(prompts))
+        with torch.inference_mode():
+            runner.step_cached([RowInput(r, ids, 1) for r, ids in prompts.items()], kv)
+            out = runner.step_cached([RowInput(r, [20], 1) for r in prompts], kv)
+        kvs[name] = (kv, out)
+    (kv_n, out_n), (kv_l, out_l) = kvs["native"], kvs["loop"]
+    for (kn, vn), (kl, vl) in zip(kv_n.buffers(), kv_l.buffers()):
+        assert kn.dtype is torch.float16
+        w = kv_n.width
+        torch.testing.assert_close(kn[:, :, :w], kl[:, :, :w], rtol=0, atol=1e-3)  # float16 rounding of a ~1e-7 difference
+        torch.testing.assert_close(vn[:, :, :w], vl[:, :, :w], rtol=0, atol=1e-3)
+    for r in prompts:
+        torch.testing.assert_close(out_n[r], out_l[r], rtol=1e-4, atol=1e-4)

@@ -127,6 +127,25 @@ class ModelRunner:
                 result[row_id] = logits[i, logits.shape[1] - row.num_logits:].float()
         return result
 
+    @torch.inference_mode()
+    def greedy_steps(self, kv: BatchKV, first: dict[str, int], steps: int) -> dict[str, list[int]] | None:
+        """Greedy decoding of every row of `kv` for `steps` steps in one native call: each row
+        feeds first[row], then its own argmax; returns the argmax tokens per row (the cache keeps
+        the fed tokens). None where that loop does not run (no native forward, rows of the cache
+        without a first token): the caller steps one at a time."""
+        fast = self.fast
+        if fast is None or steps < 1 or not kv.width or set(first) != set(kv.row_ids) or not fast.can_greedy_steps:
+            return None
+        order = kv.row_ids
+        positions = torch.tensor(kv.num_valid(), dtype=torch.long)
+        valid = None if bool(kv.valid.all()) else kv.valid
+        layers = [BufferLayer(k, v, kv.width) for k, v in kv.buffers()]
+        out = self._forward(fast.greedy_steps, first=torch.tensor([first[r] for r in order], dtype=torch.long),
+                            positions=positions, valid=valid, cache_layers=layers, steps=steps)
+        kv.absorb([_buffers_of(layer) for layer in layers], kv.width + steps,
+                  torch.ones((len(order), steps), dtype=torch.bool))
+        return {r: out[i].tolist() for i, r in enumerate(order)}
+
     def _wrap_cache(self, past: list[tuple[torch.Tensor, torch.Tensor]] | None, length: int):
         """A DynamicCache whose layers write into our preallocated buffers (no per-step copy)."""
         cache = self._cache_cls()

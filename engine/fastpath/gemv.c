@@ -11,6 +11,8 @@
  * Built on first use by engine/fastpath/kernels.py; refuses to build without AVX-512F.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <omp.h>
 #include <immintrin.h>
@@ -106,6 +108,39 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
         } \
     } \
 }
+/* exactly MR (5..7) input rows: NR weight rows x MR rows per pass, no FMA for a missing row */
+#define BANDX(NAME, LD, ESZ, NR, MR) \
+static void NAME(int M, int K, int N, const float *x, const void *w, float *y, int n0, int n1) { \
+    (void)M; \
+    const char *wb = (const char *)w; \
+    const float *xr[MR]; \
+    for (int i = 0; i < MR; i++) xr[i] = x + (int64_t)i * K; \
+    for (int n = n0; n < n1; n += NR) { \
+        int nr = n1 - n < NR ? n1 - n : NR; \
+        const void *wr[NR]; \
+        for (int j = 0; j < NR; j++) wr[j] = wb + (int64_t)(n + (j < nr ? j : 0)) * K * ESZ; \
+        __m512 acc[MR][NR]; \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps(); \
+        for (int k = 0; k < K; k += 16) { \
+            __m512 v[NR]; \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) v[j] = LD(wr[j], k); \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
+                __m512 u = _mm512_loadu_ps(xr[i] + k); \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(u, v[j], acc[i][j]); \
+            } \
+        } \
+        for (int i = 0; i < MR; i++) \
+            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+    } \
+}
+#define BANDX_ALL(SUFFIX, NR, MR) \
+    BANDX(band##SUFFIX##_f32, ld_f32, 4, NR, MR) BANDX(band##SUFFIX##_f16, ld_f16, 2, NR, MR) \
+    BANDX(band##SUFFIX##_bf16, ld_bf16, 2, NR, MR) BANDX(band##SUFFIX##_i8, ld_i8, 1, NR, MR)
+BANDX_ALL(45, 4, 5)
+BANDX_ALL(36, 3, 6)
+BANDX_ALL(37, 3, 7)
+
 BAND38(band38_f32, ld_f32, 4)
 BAND38(band38_f16, ld_f16, 2)
 BAND38(band38_bf16, ld_bf16, 2)
@@ -117,14 +152,22 @@ int wb_linear(int kind, int M, int K, int N, const float *x, const void *w, floa
     if (K % 16 || M < 1 || N < 1 || kind < 0 || kind > 4 || kind == 3) return -1;
     int wide = M > 4 && M % 4 != 0;  /* 5-7 rows, 9-11, ...: eight-row passes */
     if (M > 4 && M % 8 == 0) wide = 1;
-    int step = wide ? 3 : 4, groups = (N + step - 1) / step;
+    int exact = M >= 5 && M <= 7;  /* one pass of exactly M rows */
+    int step = (wide && M != 5) ? 3 : 4, groups = (N + step - 1) / step;
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         int n0 = step * (int)((int64_t)groups * t / T), n1 = step * (int)((int64_t)groups * (t + 1) / T);
         if (n1 > N) n1 = N;
         if (n0 < n1) {
-            if (wide) {
+            if (exact) {
+                #define EXACT(S) { if (kind == 0) band##S##_f32(M, K, N, x, w, y, n0, n1); \
+                    else if (kind == 1) band##S##_f16(M, K, N, x, w, y, n0, n1); \
+                    else if (kind == 2) band##S##_bf16(M, K, N, x, w, y, n0, n1); \
+                    else band##S##_i8(M, K, N, x, w, y, n0, n1); }
+                if (M == 5) EXACT(45) else if (M == 6) EXACT(36) else EXACT(37)
+                #undef EXACT
+            } else if (wide) {
                 if (kind == 0) band38_f32(M, K, N, x, w, y, n0, n1);
                 else if (kind == 1) band38_f16(M, K, N, x, w, y, n0, n1);
                 else if (kind == 2) band38_bf16(M, K, N, x, w, y, n0, n1);
@@ -458,4 +501,56 @@ int wb_decode(int kind, int n_layers, const int64_t *table, int B, int T, int W,
         add_rows_into((int64_t)M * hidden, x, h);
     }
     return 0;
+}
+
+/* ---- greedy decoding steps in one call (a draft model's k steps): at step s every row feeds
+ * tokens[s][b] into cache column W + s and tokens[s + 1][b] becomes the argmax of its logits:
+ * embedding lookup, wb_decode, the final norm, the output head and the argmax without returning
+ * to Python. tokens: [steps + 1, B] int64, row 0 given. cos, sin: [steps, B, D], each step's
+ * positions.
+ * valid: [B, W + steps] bytes (the new columns valid) or NULL. embed, head: [vocab, hidden] of
+ * embed_kind / head_kind (0 float32, 1 float16, 2 bfloat16); final_norm float32 [hidden]. */
+static void embed_rows(int kind, const void *table, int hidden, const int64_t *ids, int B, float *x) {
+    for (int b = 0; b < B; b++) {
+        const char *row = (const char *)table + ids[b] * (int64_t)hidden * (kind == 0 ? 4 : 2);
+        for (int j = 0; j < hidden; j += 16) {
+            __m512 u = kind == 0 ? ld_f32(row, j) : kind == 1 ? ld_f16(row, j) : ld_bf16(row, j);
+            _mm512_storeu_ps(x + (int64_t)b * hidden + j, u);
+        }
+    }
+}
+
+int wb_greedy_steps(int kind, int n_layers, const int64_t *table, int B, int W, int hidden, int H, int KVH,
+                    int D, int inter, float eps, float scale, const float *cos, const float *sin,
+                    const uint8_t *valid, int steps, const void *embed, int embed_kind, const float *final_norm,
+                    float final_eps,
+                    const void *head, int head_kind, int vocab, int64_t *tokens, int kv_kind, int threads) {
+    if (steps < 1 || B < 1 || hidden % 16 || vocab < 1 || embed_kind < 0 || embed_kind > 2 || head_kind < 0 || head_kind > 2)
+        return -1;
+    int64_t work_n = wb_decode_work(B, 1, W + steps, hidden, H, KVH, D, inter);
+    float *work = (float *)malloc(sizeof(float) * (size_t)(work_n + (int64_t)B * hidden * 2 + (int64_t)B * vocab));
+    uint8_t *vs = valid ? (uint8_t *)malloc((size_t)B * (W + steps)) : 0;
+    if (!work || (valid && !vs)) { free(work); free(vs); return -2; }
+    float *x = work + work_n, *h = x + (int64_t)B * hidden, *logits = h + (int64_t)B * hidden;
+    int rc = 0;
+    for (int s = 0; s < steps && !rc; s++) {
+        int L = W + s + 1;
+        embed_rows(embed_kind, embed, hidden, tokens + (int64_t)s * B, B, x);
+        if (vs)  /* this step's mask: the first L columns of each row, rows L apart */
+            for (int b = 0; b < B; b++) memcpy(vs + (int64_t)b * L, valid + (int64_t)b * (W + steps), (size_t)L);
+        rc = wb_decode(kind, n_layers, table, B, 1, W + s, hidden, H, KVH, D, inter, eps, scale,
+                       cos + (int64_t)s * B * D, sin + (int64_t)s * B * D, vs, x, work, kv_kind, threads);
+        if (rc) break;
+        rms_rows(B, hidden, final_eps, x, final_norm, h);
+        rc = wb_linear(head_kind, B, hidden, vocab, h, head, logits, threads);
+        for (int b = 0; b < B && !rc; b++) {
+            const float *lb = logits + (int64_t)b * vocab;
+            int best = 0;
+            for (int j = 1; j < vocab; j++) if (lb[j] > lb[best]) best = j;  /* the first maximum, as torch */
+            tokens[(int64_t)(s + 1) * B + b] = best;
+        }
+    }
+    free(work);
+    free(vs);
+    return rc;
 }

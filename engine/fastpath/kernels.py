@@ -90,6 +90,7 @@ def _load():
         "wb_attention": ([i] * 6 + [f] + [ptr, i64, i64, i64] * 3 + [ptr, ptr, ptr, i, i], i),
         "wb_decode_work": ([i] * 8, i64),
         "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i, i], i),
+        "wb_greedy_steps": ([i, i, ptr] + [i] * 7 + [f, f, ptr, ptr, ptr, i, ptr, i, ptr, f, ptr, i, i, ptr, i, i], i),
     }
     for name, (args, result) in signatures.items():
         fn = getattr(lib, name)
@@ -274,3 +275,25 @@ def decode_layers(kind: int, table: torch.Tensor, x: torch.Tensor, *, batch: int
             x.data_ptr(), work.data_ptr(), KV_KINDS[kv_dtype], torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"the decode kernel refused its arguments ({rc})")
+
+
+def greedy_steps(kind: int, table: torch.Tensor, tokens: torch.Tensor, *, past: int, hidden: int, heads: int,
+                 kv_heads: int, head_dim: int, inter: int, eps: float, scale: float, cos: torch.Tensor,
+                 sin: torch.Tensor, valid: torch.Tensor | None, embed: torch.Tensor, final_norm: torch.Tensor,
+                 final_eps: float, head: torch.Tensor, kv_dtype: torch.dtype = torch.float32) -> None:
+    """Greedy decode steps in one call (gemv.c wb_greedy_steps): tokens [steps + 1, B] int64,
+    row 0 given, rows 1.. filled in; cos/sin [steps, B, D]; valid [B, past + steps] uint8 or
+    None; the cache (in `table`, room for `steps` more columns) gets every fed token's keys."""
+    fn = _require().wb_greedy_steps
+    steps, batch = tokens.shape[0] - 1, tokens.shape[1]
+    if table.shape[1] != DECODE_TABLE_COLUMNS:
+        raise ValueError(f"the decode table needs {DECODE_TABLE_COLUMNS} columns")
+    for t, dt in ((tokens, torch.int64), (cos, torch.float32), (sin, torch.float32), (final_norm, torch.float32)):
+        if t.dtype is not dt or not t.is_contiguous():
+            raise ValueError("greedy_steps: a contiguous argument of the wrong dtype")
+    rc = fn(kind, table.shape[0], table.data_ptr(), batch, past, hidden, heads, kv_heads, head_dim, inter, eps, scale,
+            cos.data_ptr(), sin.data_ptr(), 0 if valid is None else valid.data_ptr(), steps, embed.data_ptr(),
+            _KINDS[embed.dtype], final_norm.data_ptr(), final_eps, head.data_ptr(), _KINDS[head.dtype], head.shape[0],
+            tokens.data_ptr(), KV_KINDS[kv_dtype], torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"the greedy kernel refused its arguments ({rc})")

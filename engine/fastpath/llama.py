@@ -303,6 +303,45 @@ class LlamaFastForward:
         return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
 
 
+    @property
+    def can_greedy_steps(self) -> bool:
+        """Whether greedy_steps runs here (the native forward, a plain output head)."""
+        w = self.embed.weight
+        return (self.native and self.lm_head.bias is None and kernels.supports(self.lm_head.weight)
+                and w.dtype in (torch.float32, torch.float16, torch.bfloat16) and w.is_contiguous()
+                and self.final_norm.dtype is torch.float32)
+
+    def greedy_steps(self, first: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None,
+                     cache_layers: list, steps: int) -> torch.Tensor:
+        """`steps` greedy decode steps in one native call (kernels.greedy_steps): every row feeds
+        first[b] at position positions[b], then its own argmax, and so on; returns the argmax
+        tokens [B, steps]. The cache gets the keys of every fed token (steps columns)."""
+        b = first.shape[0]
+        L0 = self.layers[0]
+        past = cache_layers[0].length
+        pos = positions[:, None] + torch.arange(steps)[None, :]  # [B, steps]
+        cos, sin = self.rotary(torch.empty(1, dtype=torch.float32), pos)  # [B, steps, D]
+        where = []
+        for cache in cache_layers:
+            cache.reserve(steps)
+            k, v = cache.buf_k, cache.buf_v
+            where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
+        table = self._table.clone()
+        table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+        tokens = torch.empty(steps + 1, b, dtype=torch.int64)
+        tokens[0] = first
+        valid_bytes = None
+        if valid is not None:
+            valid_bytes = torch.cat([valid, torch.ones(b, steps, dtype=torch.bool)], dim=1).to(torch.uint8).contiguous()
+        kernels.greedy_steps(kernels.kind_of(L0.w_qkv), table, tokens, past=past, hidden=self.embed.weight.shape[1],
+                             heads=L0.heads, kv_heads=L0.kv_heads, head_dim=L0.head_dim, inter=L0.inter, eps=L0.eps_in,
+                             scale=L0.scale, cos=cos.float().transpose(0, 1).contiguous(),
+                             sin=sin.float().transpose(0, 1).contiguous(), valid=valid_bytes,
+                             embed=self.embed.weight, final_norm=self.final_norm, final_eps=self.norm_eps,
+                             head=self.lm_head.weight, kv_dtype=self.cache_dtype)
+        return tokens[1:].t()
+
+
 def _sdpa(q, keys, values, mask, causal: bool, L: _Layer) -> torch.Tensor:
     gqa = {}
     if L.kv_heads != L.heads:

@@ -124,6 +124,8 @@ class ModelDrafter(Drafter):
         for r in requests:
             self._computed[r.row_id] = len(r.token_ids)
         logits = self.runner.step_cached(rows, kv=self.kv)
+        if self._greedy_in_one_call(requests, logits, drafts):
+            return {rid: Draft(toks, None) for rid, toks in drafts.items()}
         active = list(requests)
         for step in range(max(r.k for r in requests)):
             for r in active:
@@ -139,6 +141,23 @@ class ModelDrafter(Drafter):
                 self._computed[r.row_id] += 1
             logits = self.runner.step_cached(rows, kv=self.kv)
         return {rid: Draft(toks, torch.stack(probs[rid]) if probs[rid] else None) for rid, toks in drafts.items()}
+
+    def _greedy_in_one_call(self, requests: list[DraftRequest], logits: dict[str, torch.Tensor],
+                            drafts: dict[str, list[int]]) -> bool:
+        """Greedy rows that all draft k tokens: the first from the catch-up pass's logits, the
+        other k - 1 in one native call (ModelRunner.greedy_steps) instead of k - 1 engine steps
+        (each paid ~0.2 ms of Python around a 0.05 ms forward of the bundled draft)."""
+        k = requests[0].k
+        if k < 2 or any(r.k != k or not r.sampling.greedy for r in requests):
+            return False
+        first = {r.row_id: int(logits[r.row_id][-1].argmax()) for r in requests}
+        rest = self.runner.greedy_steps(self.kv, first, k - 1)
+        if rest is None:
+            return False
+        for r in requests:
+            drafts[r.row_id] = [first[r.row_id], *rest[r.row_id]]
+            self._computed[r.row_id] += k - 1
+        return True
 
     def _propose_uncached(self, requests: list[DraftRequest]) -> dict[str, Draft]:
         self.kv.clear()

@@ -201,3 +201,60 @@ def test_a_float16_model_keeps_a_float16_cache_written_as_torch_rounds_it(tiny_l
         torch.testing.assert_close(vn[:, :, :w], vl[:, :, :w], rtol=0, atol=1e-3)
     for r in prompts:
         torch.testing.assert_close(out_n[r], out_l[r], rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_greedy_steps_in_one_call_equal_stepping_one_at_a_time(tiny_llama_dir, dtype):
+    """The draft's k - 1 greedy steps in one native call (wb_greedy_steps) give the tokens and
+    the cache of k - 1 engine steps with an argmax each, on a batch with holes."""
+    from engine.config import DType, ModelSpec
+    from engine.kv import BatchKV
+    from engine.models import load_model
+    from engine.runner import ModelRunner, RowInput
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir), dtype=DType(dtype)))
+    runner = ModelRunner(loaded.model, loaded.device, 0)
+    assert runner.fast.can_greedy_steps
+    prompts = {"a": [5, 9, 11, 3, 7, 8, 2], "b": [4, 6], "c": [10, 12, 13]}
+    kvs = []
+    for _ in range(2):
+        kv = BatchKV()
+        kv.add_rows(list(prompts), [None] * len(prompts))
+        logits = runner.step_cached([RowInput(r, ids, 1) for r, ids in prompts.items()], kv)
+        kvs.append(kv)
+    first = {r: int(logits[r][-1].argmax()) for r in prompts}
+    got = runner.greedy_steps(kvs[0], first, 4)
+    want = {r: [] for r in prompts}
+    last = dict(first)
+    for _ in range(4):
+        out = runner.step_cached([RowInput(r, [last[r]], 1) for r in prompts], kvs[1])
+        last = {r: int(out[r][-1].argmax()) for r in prompts}
+        for r in prompts:
+            want[r].append(last[r])
+    assert got == want
+    assert kvs[0].width == kvs[1].width and torch.equal(kvs[0].valid, kvs[1].valid)
+    step = [RowInput(r, [3], 1) for r in prompts]  # the caches hold the same keys: the same next logits
+    a, b = runner.step_cached(step, kvs[0]), runner.step_cached(step, kvs[1])
+    for r in prompts:
+        torch.testing.assert_close(a[r], b[r], rtol=1e-4, atol=1e-4)
+    kvs[0].remove_rows(["b"])  # a cache row without a first token: the caller steps one at a time
+    assert runner.greedy_steps(kvs[0], {"a": 1}, 2) is None
+
+
+@needs_kernel
+def test_a_greedy_model_draft_proposes_in_one_native_call(tiny_llama_dir, monkeypatch):
+    from engine.config import ModelSpec, SamplingParams
+    from engine.models import load_model
+    from engine.runner import ModelRunner
+    from engine.spec.drafters import DraftRequest, ModelDrafter
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    drafter = ModelDrafter(loaded.model, loaded.device, 0, 0)
+    calls = []
+    real = ModelRunner.greedy_steps
+    monkeypatch.setattr(ModelRunner, "greedy_steps", lambda self, *a, **k: (calls.append(a[-1]), real(self, *a, **k))[1])
+    greedy = SamplingParams(max_new_tokens=8)
+    drafts = drafter.propose([DraftRequest("a", [5, 9, 11, 3], 4, greedy, None),
+                              DraftRequest("b", [4, 6], 4, greedy, None)], True)
+    assert calls == [3] and all(len(d.tokens) == 4 for d in drafts.values())

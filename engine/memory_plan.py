@@ -124,7 +124,12 @@ def plan_memory(config, level: Quantisation = Quantisation.NONE, *, dtype: torch
     shape = model_shape(config, dtype)
     kv_dtype = 2 if level is Quantisation.BF16 else shape.dtype_bytes
     if torch.device(device).type == "cpu" and kv_dtype == 2:
-        kv_dtype = 4  # on a CPU the fast path keeps a half-precision model's cache in float32
+        # on a CPU the fast path keeps a half-precision model's cache in float32, except a
+        # float16 model on our native kernel: float16 (engine.fastpath.llama)
+        from engine.fastpath.llama import config_takes_kernel
+
+        native_f16 = level is Quantisation.NONE and dtype is torch.float16 and config_takes_kernel(config)
+        kv_dtype = 2 if native_f16 else 4
     return MemoryPlan(weights_bytes=weights_bytes(shape, level), kv_bytes_per_token=kv_bytes_per_token(shape, kv_dtype),
                       available_bytes=available_bytes(device) if available is None else available,
                       overhead_bytes=RUNTIME_OVERHEAD_BYTES)

@@ -34,6 +34,21 @@ def test_kv_bytes_per_token_matches_the_cache_tensors(model_dir, length):
     assert measured == predicted
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_plan_knows_which_half_precision_caches_stay_half(tiny_llama_dir, dtype):
+    """float16 on our CPU kernel keeps a float16 cache, bfloat16 a float32 one: the plan's bytes
+    per token are those of the tensors the engine holds."""
+    from engine.config import DType
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir), dtype=DType(dtype)))
+    runner = ModelRunner(loaded.model, loaded.device, loaded.tokenizer.pad_token_id)
+    kv = BatchKV()
+    kv.add_rows(["r"], [None])
+    runner.step_cached([RowInput("r", list(range(3, 20)), 1)], kv=kv)
+    plan = plan_memory(loaded.model.config, dtype=getattr(torch, dtype), available=1 << 40)
+    assert kv.extract("r").nbytes == plan.kv_bytes_per_token * 17
+
+
 def test_weights_estimate_matches_the_loaded_model(model_dir):
     loaded = load_model(ModelSpec(str(model_dir)))
     shape = model_shape(AutoConfig.from_pretrained(model_dir))

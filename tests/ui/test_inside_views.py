@@ -49,7 +49,9 @@ def test_timeline_lanes_from_a_real_run(qtbot, bridge):
     rec = view.recorder
     finished = set()
     bridge.request_finished.connect(lambda e: finished.add(e.request_id))
-    submit(bridge, "long", 120)
+    # long enough that it is still running when the others join, on a fast engine too (120
+    # tokens of the tiny model took ~25 ms of busy time: it could finish before "short" joined)
+    submit(bridge, "long", 400)
     qtbot.waitUntil(lambda: len(rec.blocks_of("long")) >= 3, timeout=TIMEOUT_MS)
     submit(bridge, "short", 3, prompt="a horse")
     submit(bridge, "aborted", 400)
@@ -63,7 +65,7 @@ def test_timeline_lanes_from_a_real_run(qtbot, bridge):
     assert sum(b.output_tokens for _, b in rec.blocks_of("aborted")) < 400  # it ended where it was aborted
     assert lanes["long"].ended == "finished"
     assert rec.blocks_of("short")[0][1].kind == "prefill"
-    assert sum(b.output_tokens for _, b in rec.blocks_of("long")) == 120
+    assert sum(b.output_tokens for _, b in rec.blocks_of("long")) == 400
     # the measured phases partition each step's wall time
     for s in rec.steps:
         assert abs(s.phases.total_s - s.wall_s) <= 0.05 * s.wall_s + 1e-4

@@ -252,19 +252,64 @@ static void band_q4(int M, int K, int N, const float *xd, const uint8_t *w, cons
     }
 }
 
+/* exactly MR (5..8) input rows of a 4-bit product: 2 weight rows x MR rows per pass, so each
+ * 4-bit weight is unpacked once for all of them (four-row passes unpacked it twice for a
+ * 5-token verification) */
+#define Q4X(NAME, MR) \
+static void NAME(int M, int K, int N, const float *xd, const uint8_t *w, const float *absmax, \
+                 const float *code, int bs, float *y, int n0, int n1) { \
+    (void)M; \
+    const __m512 table = _mm512_loadu_ps(code); \
+    const __m512i low = _mm512_set1_epi32(15); \
+    const int nb = K / bs; \
+    for (int n = n0; n < n1; n += 2) { \
+        int nr = n1 - n < 2 ? n1 - n : 2; \
+        const int64_t r1 = n + (nr > 1); \
+        const uint8_t *w0 = w + (int64_t)n * K / 2, *w1 = w + r1 * K / 2; \
+        const float *s0 = absmax + (int64_t)n * nb, *s1 = absmax + r1 * nb; \
+        __m512 acc[MR][2]; \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { acc[i][0] = _mm512_setzero_ps(); acc[i][1] = acc[i][0]; } \
+        for (int blk = 0; blk < nb; blk++) { \
+            __m512 c0 = _mm512_mul_ps(table, _mm512_set1_ps(s0[blk])), c1 = _mm512_mul_ps(table, _mm512_set1_ps(s1[blk])); \
+            for (int k = blk * bs; k < (blk + 1) * bs; k += 32) { \
+                __m512 e0, o0, e1, o1; \
+                Q4_ROW(d0, e0, o0, w0, c0) Q4_ROW(d1, e1, o1, w1, c1) \
+                _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
+                    const float *xp = xd + (int64_t)i * K; \
+                    __m512 xe = _mm512_loadu_ps(xp + k), xo = _mm512_loadu_ps(xp + k + 16); \
+                    acc[i][0] = _mm512_fmadd_ps(o0, xo, _mm512_fmadd_ps(e0, xe, acc[i][0])); \
+                    acc[i][1] = _mm512_fmadd_ps(o1, xo, _mm512_fmadd_ps(e1, xe, acc[i][1])); \
+                } \
+            } \
+        } \
+        for (int i = 0; i < MR; i++) \
+            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+    } \
+}
+Q4X(band_q4_5, 5)
+Q4X(band_q4_6, 6)
+Q4X(band_q4_7, 7)
+Q4X(band_q4_8, 8)
+
 /* y[M, N] = x[M, K] . W^T for 4-bit W (above). K % bs == 0, bs % 32 == 0. xd: M * K floats of
  * scratch (x de-interleaved). */
 int wb_linear_q4(int M, int K, int N, const float *x, const uint8_t *w, const float *absmax, const float *code,
                  int bs, float *y, float *xd, int threads) {
     if (bs < 32 || bs % 32 || K % bs || M < 1 || N < 1) return -1;
     deinterleave((int64_t)M * K, x, xd);
-    int quads = (N + 3) / 4;
+    int exact = M >= 5 && M <= 8, step = exact ? 2 : 4, groups = (N + step - 1) / step;
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int n0 = 4 * (int)((int64_t)quads * t / T), n1 = 4 * (int)((int64_t)quads * (t + 1) / T);
+        int n0 = step * (int)((int64_t)groups * t / T), n1 = step * (int)((int64_t)groups * (t + 1) / T);
         if (n1 > N) n1 = N;
-        if (n0 < n1) band_q4(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+        if (n0 < n1) {
+            if (M == 5) band_q4_5(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+            else if (M == 6) band_q4_6(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+            else if (M == 7) band_q4_7(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+            else if (M == 8) band_q4_8(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+            else band_q4(M, K, N, xd, w, absmax, code, bs, y, n0, n1);
+        }
     }
     return 0;
 }

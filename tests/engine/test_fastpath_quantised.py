@@ -168,3 +168,14 @@ def test_4bit_beside_full_precision_layers_keeps_transformers_forward(tmp_path):
     loaded = load_model(ModelSpec(str(partial)), Quantisation.NF4)
     assert unsupported_reason(loaded.model) == "4-bit layers beside full-precision ones"
     assert ModelRunner(loaded.model, loaded.device, 0).fast is None
+
+
+def test_without_our_kernel_quantised_layers_keep_bitsandbytes_forward(tiny_llama_dir, monkeypatch):
+    """A CPU without AVX-512 or a compiler: 4- and 8-bit layers say why, and run bitsandbytes'."""
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)), Quantisation.NF4)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda: "this CPU has no AVX-512")
+    assert unsupported_reason(loaded.model) == "4-bit layers need our CPU kernel (this CPU has no AVX-512)"
+    assert ModelRunner(loaded.model, loaded.device, 0).fast is None
+    int8 = load_model(ModelSpec(str(tiny_llama_dir)), Quantisation.INT8)
+    assert unsupported_reason(int8.model) == "8-bit layers need our CPU kernel (this CPU has no AVX-512)"

@@ -179,3 +179,36 @@ def test_without_our_kernel_quantised_layers_keep_bitsandbytes_forward(tiny_llam
     assert ModelRunner(loaded.model, loaded.device, 0).fast is None
     int8 = load_model(ModelSpec(str(tiny_llama_dir)), Quantisation.INT8)
     assert unsupported_reason(int8.model) == "8-bit layers need our CPU kernel (this CPU has no AVX-512)"
+
+
+@pytest.mark.parametrize("level", [Quantisation.NF4, Quantisation.INT8])
+def test_a_float16_checkpoint_keeps_float16_beside_its_quantised_layers(tiny_llama_dir, level):
+    """On our kernel what is not quantised (embeddings, norms, the output head) stays in the
+    checkpoint's float16 and the cache is float16: greedy output equals the twin's (the
+    dequantised layers, the float16 values of the rest, float32 arithmetic), cached or not."""
+    from engine.config import DType
+
+    spec = ModelSpec(str(tiny_llama_dir), dtype=DType.FLOAT16)
+    quantised = load_model(spec, level)
+    assert quantised.model.lm_head.weight.dtype is torch.float16
+    assert quantised.model.model.embed_tokens.weight.dtype is torch.float16
+    fast = ModelRunner(quantised.model, quantised.device, 0).fast
+    assert fast is not None and fast.native and fast.cache_dtype is torch.float16
+    twin = _dequantised_twin(tiny_llama_dir, quantised)
+    with torch.no_grad():  # the rest as the quantised load holds it: float16 values
+        for name, p in quantised.model.named_parameters():
+            if p.dtype is torch.float16:
+                dict(twin.model.named_parameters())[name].copy_(p.float())
+    tok = twin.tokenizer
+    expected = {p: hf_greedy(twin.model, tok.encode(p), 16, tok.pad_token_id) for p in PROMPTS}
+    for config in (EngineConfig(quantisation=level), EngineConfig(quantisation=level, kv_cache=KVCacheMode.OFF)):
+        eng = Engine(spec, config).start()
+        try:
+            wait_loaded(eng)
+            ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(tok.encode(p)),
+                                              sampling=greedy(16, ignore_eos=True))): p for p in PROMPTS}
+            c = wait_finished(eng, list(ids))
+            for rid, p in ids.items():
+                assert list(c.finished[rid].token_ids) == expected[p], (config.kv_cache, p)
+        finally:
+            assert eng.shutdown(10.0)

@@ -291,13 +291,7 @@ class LlamaFastForward:
         x = F.embedding(input_ids, self.embed.weight).float()  # [B, T, hidden]
         cos, sin = self._rope(x, position_ids, cache_layers[0].length + t)
         past = cache_layers[0].length
-        where = []  # per layer: the cache buffers and their strides, after making room for t columns
-        for cache in cache_layers:
-            cache.reserve(t)
-            k, v = cache.buf_k, cache.buf_v
-            where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
-        table = self._table.clone()
-        table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+        table = self._table_for(cache_layers, t)
         hidden = x.shape[-1]
         flat = x.reshape(b * t, hidden).contiguous()
         valid_bytes = None if valid is None else valid.to(torch.uint8).contiguous()
@@ -309,6 +303,18 @@ class LlamaFastForward:
         x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
 
+
+    def _table_for(self, cache_layers: list, columns: int) -> torch.Tensor:
+        """The native pointer table for this call: each layer's cache buffers and their strides,
+        after making room for `columns` more columns (counted as used: the kernel writes them)."""
+        where = []
+        for cache in cache_layers:
+            cache.reserve(columns)
+            k, v = cache.buf_k, cache.buf_v
+            where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
+        table = self._table.clone()
+        table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+        return table
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for position_ids (all below `bound`) in x's dtype: rows of a table computed
@@ -337,13 +343,7 @@ class LlamaFastForward:
         past = cache_layers[0].length
         pos = positions[:, None] + torch.arange(steps)[None, :]  # [B, steps]
         cos, sin = self._rope(torch.empty(1, dtype=torch.float32), pos, past + steps)  # [B, steps, D]
-        where = []
-        for cache in cache_layers:
-            cache.reserve(steps)
-            k, v = cache.buf_k, cache.buf_v
-            where.append([k.data_ptr(), v.data_ptr(), *k.stride()[:3], *v.stride()[:3]])
-        table = self._table.clone()
-        table[:, 7:15] = torch.tensor(where, dtype=torch.int64)
+        table = self._table_for(cache_layers, steps)
         tokens = torch.empty(steps + 1, b, dtype=torch.int64)
         tokens[0] = first
         valid_bytes = None

@@ -7,29 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SpeculativeConfig, \
+from engine.config import BatchingConfig, EngineConfig, KVCacheMode, ModelSpec, SpeculativeConfig, \
     SpeculativeMode
-from engine.engine import Engine
 from engine.fastpath import kernels
 from engine.fastpath.llama import LlamaFastForward, unsupported_reason
 from engine.kv import BatchKV
 from engine.models import load_model
 from engine.runner import ModelRunner, RowInput
-from tests.helpers.engine_utils import greedy, hf_greedy, wait_finished, wait_loaded
+from tests.helpers.engine_utils import engine_greedy, hf_greedy
 
 PROMPTS = ["to be or not to be", "a horse", "now is the winter of our discontent made glorious", "we"]
 # longer than the native forward's 128 tokens per row: its prefill takes the layer loop
 LONG = "now is the winter of our discontent made glorious summer by this sun of york " * 8
-
-
-@pytest.fixture(scope="module", params=["llama", "qwen2", "mistral"])
-def arch_dir(request, tmp_path_factory, tiny_llama_dir):
-    from tests.helpers.tiny_models import build_mistral, build_qwen2
-
-    if request.param == "llama":
-        return tiny_llama_dir
-    build = {"qwen2": build_qwen2, "mistral": build_mistral}[request.param]
-    return build(tmp_path_factory.mktemp(request.param))
 
 
 def test_the_engine_takes_the_fast_path_for_the_llama_family(arch_dir):
@@ -75,16 +64,7 @@ def test_fast_greedy_equals_generate(arch_dir, config):
     prompts = PROMPTS + [LONG]
     assert len(tok.encode(LONG)) > kernels.ATTENTION_MAX_QUERIES
     expected = {p: hf_greedy(ref.model, tok.encode(p), 16, tok.pad_token_id) for p in prompts}
-    eng = Engine(ModelSpec(str(arch_dir)), config).start()
-    try:
-        wait_loaded(eng)
-        ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(tok.encode(p)), sampling=greedy(16, ignore_eos=True))): p
-               for p in prompts}
-        c = wait_finished(eng, list(ids))
-        for rid, p in ids.items():
-            assert list(c.finished[rid].token_ids) == expected[p], p
-    finally:
-        assert eng.shutdown(10.0)
+    assert engine_greedy(ModelSpec(str(arch_dir)), config, {p: tok.encode(p) for p in prompts}, 16) == expected
 
 
 def test_other_architectures_keep_transformers_forward(tiny_gpt2_dir):

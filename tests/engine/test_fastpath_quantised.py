@@ -8,14 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import BatchingConfig, EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, Quantisation, \
+from engine.config import BatchingConfig, EngineConfig, KVCacheMode, ModelSpec, Quantisation, \
     SpeculativeConfig, SpeculativeMode
-from engine.engine import Engine
 from engine.fastpath import kernels
 from engine.fastpath.llama import unsupported_reason
 from engine.models import load_model
 from engine.runner import ModelRunner
-from tests.helpers.engine_utils import greedy, hf_greedy, wait_finished, wait_loaded
+from tests.helpers.engine_utils import engine_greedy, hf_greedy
 
 bnb = pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"no kernel: {kernels.unavailable_reason()}")
@@ -66,16 +65,6 @@ def test_4bit_refusals():
     assert not kernels.supports(short)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "mistral"])
-def arch_dir(request, tmp_path_factory, tiny_llama_dir):
-    from tests.helpers.tiny_models import build_mistral, build_qwen2
-
-    if request.param == "llama":
-        return tiny_llama_dir
-    build = {"qwen2": build_qwen2, "mistral": build_mistral}[request.param]
-    return build(tmp_path_factory.mktemp(request.param))
-
-
 def _dequantised_twin(model_dir, quantised):
     """The float32 model whose linear layers hold exactly what the quantised layers stand for
     (read through bitsandbytes: dequantize_4bit, or the int8 rows times SCB / 127)."""
@@ -124,16 +113,7 @@ def test_quantised_greedy_equals_generate_on_the_dequantised_twin(arch_dir, conf
     twin = _dequantised_twin(arch_dir, quantised)
     tok = twin.tokenizer
     expected = {p: hf_greedy(twin.model, tok.encode(p), 16, tok.pad_token_id) for p in PROMPTS}
-    eng = Engine(ModelSpec(str(arch_dir)), config).start()
-    try:
-        wait_loaded(eng)
-        ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(tok.encode(p)), sampling=greedy(16, ignore_eos=True))): p
-               for p in PROMPTS}
-        c = wait_finished(eng, list(ids))
-        for rid, p in ids.items():
-            assert list(c.finished[rid].token_ids) == expected[p], p
-    finally:
-        assert eng.shutdown(10.0)
+    assert engine_greedy(ModelSpec(str(arch_dir)), config, {p: tok.encode(p) for p in PROMPTS}, 16) == expected
 
 
 def test_after_bitsandbytes_ran_its_own_forward_the_fast_path_reads_the_same_weights(tiny_llama_dir):
@@ -202,13 +182,4 @@ def test_a_float16_checkpoint_keeps_float16_beside_its_quantised_layers(tiny_lla
     tok = twin.tokenizer
     expected = {p: hf_greedy(twin.model, tok.encode(p), 16, tok.pad_token_id) for p in PROMPTS}
     for config in (EngineConfig(quantisation=level), EngineConfig(quantisation=level, kv_cache=KVCacheMode.OFF)):
-        eng = Engine(spec, config).start()
-        try:
-            wait_loaded(eng)
-            ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(tok.encode(p)),
-                                              sampling=greedy(16, ignore_eos=True))): p for p in PROMPTS}
-            c = wait_finished(eng, list(ids))
-            for rid, p in ids.items():
-                assert list(c.finished[rid].token_ids) == expected[p], (config.kv_cache, p)
-        finally:
-            assert eng.shutdown(10.0)
+        assert engine_greedy(spec, config, {p: tok.encode(p) for p in PROMPTS}, 16) == expected, config.kv_cache

@@ -70,6 +70,19 @@ def wait_loaded(engine: Engine, collected: Collected | None = None) -> Collected
     return pump(engine, c, lambda c: bool(c.loaded) or bool(c.errors))
 
 
+def engine_greedy(spec, config: EngineConfig, prompts: dict[str, list[int]], max_new_tokens: int) -> dict[str, list[int]]:
+    """Greedy tokens (EOS ignored) of a fresh engine for each prompt, all submitted at once."""
+    eng = Engine(spec, config).start()
+    try:
+        wait_loaded(eng)
+        ids = {eng.submit(GenerateRequest(prompt_token_ids=tuple(p), sampling=greedy(max_new_tokens, ignore_eos=True))): key
+               for key, p in prompts.items()}
+        c = wait_finished(eng, list(ids))
+        return {key: list(c.finished[rid].token_ids) for rid, key in ids.items()}
+    finally:
+        assert eng.shutdown(10.0)
+
+
 def greedy(max_new_tokens: int, **kw) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, **kw)
 

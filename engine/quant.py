@@ -105,8 +105,10 @@ def load_plan(
     # checkpoint's float16 where the whole model runs on our CPU kernel, which reads float16 at half
     # the bytes (the head was 8.4 of the 24 MB a step of the bundled nf4 target read) and keeps
     # computing in float32
+    from engine.fastpath.llama import config_takes_kernel
+
     keep = compute
-    if device.type == "cpu" and base_dtype is torch.float16 and _on_our_kernel(model_config):
+    if device.type == "cpu" and base_dtype is torch.float16 and config_takes_kernel(model_config):
         keep = torch.float16
     if level is Quantisation.INT8:
         cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=[head])
@@ -128,10 +130,3 @@ def load_plan(
         llm_int8_skip_modules=[head, *skipped],
     )
     return LoadPlan(level, compute if skipped else keep, cfg, skipped)
-
-
-def _on_our_kernel(model_config) -> bool:
-    """A Llama-family model whose sizes our CPU kernel takes, on a machine where it builds."""
-    from engine.fastpath.llama import config_takes_kernel
-
-    return config_takes_kernel(model_config)

@@ -27,6 +27,7 @@ from engine.fastpath.quantised import fuse_4bit, fuse_8bit, is_4bit, is_8bit, re
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 STATIC_ROPE = {"default", "linear", "llama3"}  # rotations that depend on the position alone
+ROPE_TABLE_MAX_POSITIONS = 8192  # cos and sin: 8 MB at head_dim 128 (a 128k context would be 134 MB)
 # rows (batch x tokens) from which half-precision weights compute in float32 on a CPU: without
 # half arithmetic a half matrix product runs row by row (measured here: 1 row 29 us, 5 rows 142 us,
 # 8 rows 222 us for a 1408x512 weight; upcast + float32: 60, 144, 150 us)
@@ -176,8 +177,9 @@ class LlamaFastForward:
             self.layers.append(L)
         self.norm_eps = self.norm.variance_epsilon
         self._rope_table = None
-        positions = getattr(cfg, "max_position_embeddings", None)
-        if getattr(self.rotary, "rope_type", None) in STATIC_ROPE and positions and positions <= 1 << 17:
+        # positions past the table (or a model without a context length) use the module itself
+        positions = min(getattr(cfg, "max_position_embeddings", None) or 0, ROPE_TABLE_MAX_POSITIONS)
+        if getattr(self.rotary, "rope_type", None) in STATIC_ROPE and positions:
             with torch.no_grad():
                 cos, sin = self.rotary(torch.empty(1, dtype=torch.float32), torch.arange(positions)[None])
             self._rope_table = (cos[0].float(), sin[0].float())
@@ -302,7 +304,6 @@ class LlamaFastForward:
                               kv_dtype=self.cache_dtype)
         x = _rms(flat.view(b, t, hidden)[:, -logits_to_keep:], self.final_norm, self.norm_eps)
         return kernels.linear(x, self.lm_head.weight, self.lm_head.bias)
-
 
     def _table_for(self, cache_layers: list, columns: int) -> torch.Tensor:
         """The native pointer table for this call: each layer's cache buffers and their strides,

@@ -83,3 +83,24 @@ def test_fusing_keeps_one_copy_of_the_weights(tiny_llama_dir):
     attn = loaded.model.model.layers[0].self_attn
     assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
     assert weights_bytes(loaded.model) == before
+
+
+def test_positions_past_the_rotation_table_use_the_rotary_module(tiny_llama_dir, monkeypatch):
+    """The rotation table covers the first ROPE_TABLE_MAX_POSITIONS positions; a step reaching
+    past it computes with the model's rotary module, to the same logits."""
+    import engine.fastpath.llama as fast_llama
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    ids = list(range(5, 40))
+    out = {}
+    for cap in (fast_llama.ROPE_TABLE_MAX_POSITIONS, 8):
+        monkeypatch.setattr(fast_llama, "ROPE_TABLE_MAX_POSITIONS", cap)
+        runner = ModelRunner(loaded.model, loaded.device, 0)
+        assert runner.fast._rope_table[0].shape[0] == min(cap, loaded.model.config.max_position_embeddings)
+        kv = BatchKV()
+        kv.add_rows(["a"], [None])
+        first = runner.step_cached([RowInput("a", ids, 1)], kv)["a"]
+        out[cap] = (first, runner.step_cached([RowInput("a", [7], 1)], kv)["a"])
+    (a1, a2), (b1, b2) = out.values()
+    torch.testing.assert_close(a1, b1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a2, b2, rtol=1e-5, atol=1e-5)

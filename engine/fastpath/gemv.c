@@ -22,6 +22,14 @@
 #endif
 
 static inline __m512 ld_f32(const void *p, int64_t i) { return _mm512_loadu_ps((const float *)p + i); }
+/* An input vector loaded once into a register for all the weight rows it meets: left to itself
+ * the compiler folds the load into every FMA (one load per FMA), and 8-row tiles become bound
+ * by loads, not FMAs (8 rows x 3 weight rows: 27 loads for 24 FMAs). */
+static inline __m512 ld_x(const float *p) {
+    __m512 u = _mm512_loadu_ps(p);
+    __asm__("" : "+v"(u));
+    return u;
+}
 static inline __m512 ld_f16(const void *p, int64_t i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
 }
@@ -33,9 +41,47 @@ static inline __m512 ld_bf16(const void *p, int64_t i) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-#define FMA4(a0, a1, a2, a3, u) \
+/* 16 accumulators -> one vector whose lane t is the sum of a[t]'s 16 lanes, in 27 shuffles and
+ * adds (16 separate horizontal sums took ~130, as long as ~20 iterations of an 8-row tile's
+ * loop over K = 512) */
+static inline __m512 quad_sums(__m512 w, __m512 x, __m512 y, __m512 z) {
+    /* each 128-bit lane: the four sums of w, x, y, z over that lane */
+    __m512 wx = _mm512_add_ps(_mm512_unpacklo_ps(w, x), _mm512_unpackhi_ps(w, x));
+    __m512 yz = _mm512_add_ps(_mm512_unpacklo_ps(y, z), _mm512_unpackhi_ps(y, z));
+    return _mm512_add_ps(_mm512_shuffle_ps(wx, yz, 0x44), _mm512_shuffle_ps(wx, yz, 0xEE));
+}
+static inline __m512 sum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5, __m512 a6,
+                           __m512 a7, __m512 a8, __m512 a9, __m512 a10, __m512 a11, __m512 a12, __m512 a13,
+                           __m512 a14, __m512 a15) {
+    __m512 q0 = quad_sums(a0, a1, a2, a3), q1 = quad_sums(a4, a5, a6, a7);
+    __m512 q2 = quad_sums(a8, a9, a10, a11), q3 = quad_sums(a12, a13, a14, a15);
+    __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(q0, q1, 0x44), _mm512_shuffle_f32x4(q0, q1, 0xEE));
+    __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(q2, q3, 0x44), _mm512_shuffle_f32x4(q2, q3, 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+}
+
+/* the sums of n (<= 32) accumulators into out[0..n) */
+static inline void sums_of(const __m512 *a, int n, float *out) {
+    const __m512 z = _mm512_setzero_ps();
+    for (int base = 0; base < n; base += 16) {
+        __m512 v[16];
+        for (int t = 0; t < 16; t++) v[t] = base + t < n ? a[base + t] : z;
+        _mm512_storeu_ps(out + base, sum16(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+                                           v[11], v[12], v[13], v[14], v[15]));
+    }
+}
+
+#define FMA4(a0, a1, a2, a3, xp) \
+    { __m512 u = ld_x(xp); \
     a0 = _mm512_fmadd_ps(u, v0, a0); a1 = _mm512_fmadd_ps(u, v1, a1); \
-    a2 = _mm512_fmadd_ps(u, v2, a2); a3 = _mm512_fmadd_ps(u, v3, a3);
+    a2 = _mm512_fmadd_ps(u, v2, a2); a3 = _mm512_fmadd_ps(u, v3, a3); }
+
+/* The weight rows of the next tile, fetched while this one computes (the hardware prefetcher
+ * alone left a core at ~16 GB/s on one row and lower once a tile had 8 input rows of FMAs). */
+#define PREFETCH_NEXT(a, b, c, k, ahead, ESZ) \
+    _mm_prefetch((const char *)(a) + (ahead) + (int64_t)(k) * (ESZ), _MM_HINT_T0); \
+    _mm_prefetch((const char *)(b) + (ahead) + (int64_t)(k) * (ESZ), _MM_HINT_T0); \
+    _mm_prefetch((const char *)(c) + (ahead) + (int64_t)(k) * (ESZ), _MM_HINT_T0);
 
 /* Output rows [n0, n1) for all M input rows. K % 16 == 0. */
 #define BAND(NAME, LD, ESZ) \
@@ -56,19 +102,18 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
                    a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, \
                    a31 = a00, a32 = a00, a33 = a00; \
             for (int k = 0; k < K; k += 16) { \
+                if (m0 == 0) { PREFETCH_NEXT(w0, w1, w2, k, 8 * (int64_t)K * ESZ, ESZ) \
+                               _mm_prefetch((const char *)w3 + 8 * (int64_t)K * ESZ + (int64_t)k * ESZ, _MM_HINT_T0); } \
                 __m512 v0 = LD(w0, k), v1 = LD(w1, k), v2 = LD(w2, k), v3 = LD(w3, k); \
-                FMA4(a00, a01, a02, a03, _mm512_loadu_ps(x0 + k)) \
-                if (mr > 1) { FMA4(a10, a11, a12, a13, _mm512_loadu_ps(x1 + k)) } \
-                if (mr > 2) { FMA4(a20, a21, a22, a23, _mm512_loadu_ps(x2 + k)) } \
-                if (mr > 3) { FMA4(a30, a31, a32, a33, _mm512_loadu_ps(x3 + k)) } \
+                FMA4(a00, a01, a02, a03, x0 + k) \
+                if (mr > 1) { FMA4(a10, a11, a12, a13, x1 + k) } \
+                if (mr > 2) { FMA4(a20, a21, a22, a23, x2 + k) } \
+                if (mr > 3) { FMA4(a30, a31, a32, a33, x3 + k) } \
             } \
-            float r[4][4] = { \
-                {_mm512_reduce_add_ps(a00), _mm512_reduce_add_ps(a01), _mm512_reduce_add_ps(a02), _mm512_reduce_add_ps(a03)}, \
-                {_mm512_reduce_add_ps(a10), _mm512_reduce_add_ps(a11), _mm512_reduce_add_ps(a12), _mm512_reduce_add_ps(a13)}, \
-                {_mm512_reduce_add_ps(a20), _mm512_reduce_add_ps(a21), _mm512_reduce_add_ps(a22), _mm512_reduce_add_ps(a23)}, \
-                {_mm512_reduce_add_ps(a30), _mm512_reduce_add_ps(a31), _mm512_reduce_add_ps(a32), _mm512_reduce_add_ps(a33)}}; \
+            float r[16]; \
+            _mm512_storeu_ps(r, sum16(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33)); \
             for (int i = 0; i < mr; i++) \
-                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[i][j]; \
+                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[4 * i + j]; \
         } \
     } \
 }
@@ -95,16 +140,19 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
             _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) \
                 _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps(); \
             for (int k = 0; k < K; k += 16) { \
+                PREFETCH_NEXT(wr[0], wr[1], wr[2], k, 6 * (int64_t)K * ESZ, ESZ) \
                 __m512 v0 = LD(wr[0], k), v1 = LD(wr[1], k), v2 = LD(wr[2], k); \
                 _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) { \
-                    __m512 u = _mm512_loadu_ps(xr[i] + k); \
+                    __m512 u = ld_x(xr[i] + k); \
                     acc[i][0] = _mm512_fmadd_ps(u, v0, acc[i][0]); \
                     acc[i][1] = _mm512_fmadd_ps(u, v1, acc[i][1]); \
                     acc[i][2] = _mm512_fmadd_ps(u, v2, acc[i][2]); \
                 } \
             } \
+            float r[32]; \
+            sums_of(&acc[0][0], 24, r); \
             for (int i = 0; i < mr; i++) \
-                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[3 * i + j]; \
         } \
     } \
 }
@@ -124,14 +172,18 @@ static void NAME(int M, int K, int N, const float *x, const void *w, float *y, i
             _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps(); \
         for (int k = 0; k < K; k += 16) { \
             __m512 v[NR]; \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) \
+                _mm_prefetch((const char *)wr[j] + 2 * NR * (int64_t)K * ESZ + (int64_t)k * ESZ, _MM_HINT_T0); \
             _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) v[j] = LD(wr[j], k); \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
-                __m512 u = _mm512_loadu_ps(xr[i] + k); \
+                __m512 u = ld_x(xr[i] + k); \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(u, v[j], acc[i][j]); \
             } \
         } \
+        float r[32]; \
+        sums_of(&acc[0][0], MR * NR, r); \
         for (int i = 0; i < MR; i++) \
-            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = r[NR * i + j]; \
     } \
 }
 #define BANDX_ALL(SUFFIX, NR, MR) \
@@ -232,6 +284,12 @@ static void band_q4(int M, int K, int N, const float *xd, const uint8_t *w, cons
                 __m512 c0 = _mm512_mul_ps(table, _mm512_set1_ps(s0[blk])), c1 = _mm512_mul_ps(table, _mm512_set1_ps(s1[blk]));
                 __m512 c2 = _mm512_mul_ps(table, _mm512_set1_ps(s2[blk])), c3 = _mm512_mul_ps(table, _mm512_set1_ps(s3[blk]));
                 for (int k = blk * bs; k < (blk + 1) * bs; k += 32) {
+                    if (m0 == 0 && !(k & 127)) {  /* the rows two tiles on, a line at a time */
+                        _mm_prefetch((const char *)w0 + 4 * (int64_t)K + k / 2, _MM_HINT_T0);
+                        _mm_prefetch((const char *)w1 + 4 * (int64_t)K + k / 2, _MM_HINT_T0);
+                        _mm_prefetch((const char *)w2 + 4 * (int64_t)K + k / 2, _MM_HINT_T0);
+                        _mm_prefetch((const char *)w3 + 4 * (int64_t)K + k / 2, _MM_HINT_T0);
+                    }
                     __m512 e0, o0, e1, o1, e2, o2, e3, o3;
                     Q4_ROW(d0, e0, o0, w0, c0) Q4_ROW(d1, e1, o1, w1, c1)
                     Q4_ROW(d2, e2, o2, w2, c2) Q4_ROW(d3, e3, o3, w3, c3)
@@ -241,13 +299,10 @@ static void band_q4(int M, int K, int N, const float *xd, const uint8_t *w, cons
                     if (mr > 3) Q4_FMA(a30, a31, a32, a33, x3)
                 }
             }
-            float r[4][4] = {
-                {_mm512_reduce_add_ps(a00), _mm512_reduce_add_ps(a01), _mm512_reduce_add_ps(a02), _mm512_reduce_add_ps(a03)},
-                {_mm512_reduce_add_ps(a10), _mm512_reduce_add_ps(a11), _mm512_reduce_add_ps(a12), _mm512_reduce_add_ps(a13)},
-                {_mm512_reduce_add_ps(a20), _mm512_reduce_add_ps(a21), _mm512_reduce_add_ps(a22), _mm512_reduce_add_ps(a23)},
-                {_mm512_reduce_add_ps(a30), _mm512_reduce_add_ps(a31), _mm512_reduce_add_ps(a32), _mm512_reduce_add_ps(a33)}};
+            float r[16];
+            _mm512_storeu_ps(r, sum16(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33));
             for (int i = 0; i < mr; i++)
-                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[i][j];
+                for (int j = 0; j < nr; j++) y[(int64_t)(m0 + i) * N + n + j] = r[4 * i + j];
         }
     }
 }
@@ -273,6 +328,10 @@ static void NAME(int M, int K, int N, const float *xd, const uint8_t *w, const f
             __m512 c0 = _mm512_mul_ps(table, _mm512_set1_ps(s0[blk])), c1 = _mm512_mul_ps(table, _mm512_set1_ps(s1[blk])); \
             for (int k = blk * bs; k < (blk + 1) * bs; k += 32) { \
                 __m512 e0, o0, e1, o1; \
+                if (!(k & 127)) { \
+                    _mm_prefetch((const char *)w0 + 2 * (int64_t)K + k / 2, _MM_HINT_T0); \
+                    _mm_prefetch((const char *)w1 + 2 * (int64_t)K + k / 2, _MM_HINT_T0); \
+                } \
                 Q4_ROW(d0, e0, o0, w0, c0) Q4_ROW(d1, e1, o1, w1, c1) \
                 _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
                     const float *xp = xd + (int64_t)i * K; \
@@ -282,8 +341,10 @@ static void NAME(int M, int K, int N, const float *xd, const uint8_t *w, const f
                 } \
             } \
         } \
+        float r[32]; \
+        sums_of(&acc[0][0], MR * 2, r); \
         for (int i = 0; i < MR; i++) \
-            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = _mm512_reduce_add_ps(acc[i][j]); \
+            for (int j = 0; j < nr; j++) y[(int64_t)i * N + n + j] = r[2 * i + j]; \
     } \
 }
 Q4X(band_q4_5, 5)

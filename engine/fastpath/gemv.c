@@ -389,6 +389,36 @@ int wb_linear_i8(int M, int K, int N, const float *x, const int8_t *w, const flo
     return 0;
 }
 
+/* The sum of n floats read by `threads` threads as the products read weights: each thread a
+ * contiguous band, as four streams a quarter of the band apart (the 4-row tiles' pattern), a line
+ * of each per step, the lines two steps on prefetched: the read-bandwidth probe of the decode
+ * roofline (engine.machine), which the products must not beat. */
+double wb_read_sum(const float *x, int64_t n, int threads) {
+    double total = 0.0;
+    #pragma omp parallel num_threads(threads) reduction(+:total)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t lines = n / 16, l0 = lines * t / T, l1 = lines * (t + 1) / T, q = (l1 - l0) / 4;
+        const float *s0 = x + l0 * 16, *s1 = s0 + q * 16, *s2 = s1 + q * 16, *s3 = s2 + q * 16;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < q * 16; i += 16) {
+            _mm_prefetch((const char *)(s0 + i) + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)(s1 + i) + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)(s2 + i) + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)(s3 + i) + 512, _MM_HINT_T0);
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(s0 + i));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(s1 + i));
+            a2 = _mm512_add_ps(a2, _mm512_loadu_ps(s2 + i));
+            a3 = _mm512_add_ps(a3, _mm512_loadu_ps(s3 + i));
+        }
+        for (int64_t l = l0 + 4 * q; l < l1; l++) a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + l * 16));
+        total += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        if (t == T - 1)
+            for (int64_t j = lines * 16; j < n; j++) total += x[j];
+    }
+    return total;
+}
+
 /* exp for x <= 0 (softmax after subtracting the max): Cephes' expf polynomial on the reduced
    argument, scaled by 2^n with scalef; ~1 ulp, as torch's vectorised exp. */
 static inline __m512 exp_neg(__m512 x) {

@@ -91,6 +91,7 @@ def _load():
         "wb_decode_work": ([i] * 8, i64),
         "wb_decode": ([i, i, ptr] + [i] * 8 + [f, f, ptr, ptr, ptr, ptr, ptr, i, i], i),
         "wb_greedy_steps": ([i, i, ptr] + [i] * 7 + [f, f, ptr, ptr, ptr, i, ptr, i, ptr, f, ptr, i, i, ptr, i, i], i),
+        "wb_read_sum": ([ptr, i64, i], ctypes.c_double),
     }
     for name, (args, result) in signatures.items():
         fn = getattr(lib, name)
@@ -194,6 +195,14 @@ def supports(weight) -> bool:
                 and weight.absmax.numel() * weight.blocksize == n * k)
     return (weight.device.type == "cpu" and weight.dtype in _KINDS and weight.dim() == 2
             and weight.is_contiguous() and weight.shape[1] % 16 == 0)
+
+
+def read_sum(buf: torch.Tensor) -> float:
+    """The sum of a contiguous float32 CPU tensor, read as the products stream weights (gemv.c
+    wb_read_sum): the read-bandwidth probe of the decode roofline."""
+    if buf.dtype is not torch.float32 or not buf.is_contiguous() or buf.device.type != "cpu":
+        raise ValueError("read_sum takes a contiguous float32 CPU tensor")
+    return float(_require().wb_read_sum(buf.data_ptr(), buf.numel(), torch.get_num_threads()))
 
 
 def linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -258,3 +258,20 @@ def test_a_greedy_model_draft_proposes_in_one_native_call(tiny_llama_dir, monkey
     drafts = drafter.propose([DraftRequest("a", [5, 9, 11, 3], 4, greedy, None),
                               DraftRequest("b", [4, 6], 4, greedy, None)], True)
     assert calls == [3] and all(len(d.tokens) == 4 for d in drafts.values())
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", [0, 5, 16, 63, 64 * 4 + 17, 1_000_003])
+def test_read_probe_sums_every_element_once(n):
+    """The bandwidth probe's read loop (four streams per thread, a tail) must touch each value
+    exactly once, or the roofline's denominator measures a different amount of memory."""
+    g = torch.Generator().manual_seed(n)
+    buf = torch.randint(0, 8, (n,), generator=g).float()  # small integers: the float sum is exact
+    assert kernels.read_sum(buf) == float(buf.double().sum())
+
+
+def test_bandwidth_probe_gives_a_plausible_rate():
+    from engine.machine import _read_bandwidth_here
+
+    bw = _read_bandwidth_here(32 << 20, 2)
+    assert 1e8 < bw < 1e13

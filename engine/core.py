@@ -250,7 +250,9 @@ class EngineCore(ModelHost):
         t_fwd = time.perf_counter()
         logits = self.kv.forward(self.runner, plan, rows)
         t_verify = time.perf_counter()
-        outputs = {e.seq.request_id: self._verify_or_sample(e, drafts, logits) for e in plan.entries if e.completes}
+        greedy = self._greedy_tokens(plan, drafts, logits)
+        outputs = {e.seq.request_id: self._verify_or_sample(e, drafts, logits, greedy)
+                   for e in plan.entries if e.completes}
         t_host = time.perf_counter()
         self.scheduler.update(plan, {rid: RowOutcome(o.num_draft_kept) for rid, o in outputs.items()},
                               cache_kept=self.kv.keeps_cache)
@@ -314,14 +316,27 @@ class EngineCore(ModelHost):
                 out[e.seq.request_id] = n
         return out
 
+    def _greedy_tokens(self, plan: SchedulePlan, drafts: dict[str, list[int]],
+                       logits: dict[str, torch.Tensor]) -> dict[str, int]:
+        """The argmax of every greedy row without drafts, in one operation over the batch (one
+        argmax per row cost ~10 us a row at batch 8); the same first maximum as per row."""
+        rows = [e.seq.request_id for e in plan.entries
+                if e.completes and not drafts.get(e.seq.request_id) and self._reqs[e.seq.request_id].request.sampling.greedy]
+        if len(rows) < 2:
+            return {}
+        best = torch.stack([logits[rid][-1] for rid in rows]).argmax(dim=-1).tolist()
+        return dict(zip(rows, best))
+
     def _verify_or_sample(self, entry: PlanEntry, drafts: dict[str, list[int]],
-                          logits: dict[str, torch.Tensor]) -> VerifyResult:
+                          logits: dict[str, torch.Tensor], greedy: dict[str, int]) -> VerifyResult:
         req = self._reqs[entry.seq.request_id]
         draft = drafts.get(entry.seq.request_id)
         row_logits = logits[entry.seq.request_id]  # [1 + len(draft), vocab]
         if draft:
             return self.spec.verify(entry.seq.request_id, draft, row_logits, req.request.sampling, req.generator)
-        token = sample(row_logits[-1], req.request.sampling, req.generator)
+        token = greedy.get(entry.seq.request_id)
+        if token is None:
+            token = sample(row_logits[-1], req.request.sampling, req.generator)
         return VerifyResult(token_ids=[token], origins=[TokenOrigin.TARGET], stats=SpecStats(), num_rejected=0)
 
     def _emit_step(self, plan: SchedulePlan, outputs: dict[str, VerifyResult], prefill: dict[str, int],

@@ -7,6 +7,22 @@ from dataclasses import dataclass, field
 from engine.events import FinishReason
 
 
+def _plain_backend(tokenizer):
+    """The `tokenizers` object behind a transformers tokenizer whose decode only forwards to it
+    (no subclass override; we never ask for clean-up): two decodes per token and row at ~1.2 us
+    instead of ~3.1 through the wrapper. None otherwise (the wrapper's decode is used)."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    cls = type(tokenizer)
+    if not isinstance(tokenizer, TokenizersBackend) or cls.decode is not PreTrainedTokenizerBase.decode \
+            or cls._decode is not TokenizersBackend._decode:
+        return None
+    return getattr(tokenizer, "_tokenizer", None)
+
+
 @dataclass
 class TextStream:
     """Turns a growing list of output token ids into streamed text deltas.
@@ -25,7 +41,12 @@ class TextStream:
     _prefix_offset: int = 0  # ids[_prefix_offset:_read_offset] decode to the last stable piece
     _read_offset: int = 0
 
+    def __post_init__(self) -> None:
+        self._backend = _plain_backend(self.tokenizer)
+
     def decode(self, ids: list[int]) -> str:
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=True)
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def _next_piece(self) -> str:

@@ -305,9 +305,11 @@ def compact_if_holey(kv: BatchKV) -> bool:
     rebuilds every row left-padded to the longest one, so what it can free is the width beyond
     the longest row's valid tokens; the padding of shorter rows stays. (Judging by the hole
     fraction alone re-compacted a batch with one long row on every step: it stays holey.)"""
-    if kv.width < COMPACT_MIN_WIDTH or kv.hole_fraction() <= COMPACT_HOLE_FRACTION:
+    # the longest row first: one reduction, and it rules compaction out on nearly every step
+    # (the hole fraction first cost ~0.08 ms a step at batch 8, 3 % of a batched run)
+    if kv.width < COMPACT_MIN_WIDTH or max(kv.num_valid(), default=0) > (1 - COMPACT_HOLE_FRACTION) * kv.width:
         return False
-    if max(kv.num_valid(), default=0) > (1 - COMPACT_HOLE_FRACTION) * kv.width:
+    if kv.hole_fraction() <= COMPACT_HOLE_FRACTION:
         return False
     kv.compact()
     return True

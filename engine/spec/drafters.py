@@ -117,6 +117,9 @@ class ModelDrafter(Drafter):
         kv.add_rows(new_rows, [None] * len(new_rows))
         for rid in new_rows:
             self._computed[rid] = 0
+        steps = self._greedy_from_one_token(requests)
+        if steps is not None:
+            return steps
         drafts = {r.row_id: [] for r in requests}
         probs: dict[str, list[torch.Tensor]] = {r.row_id: [] for r in requests}
         # first pass: catch up on everything the draft has not seen, take one logit
@@ -141,6 +144,22 @@ class ModelDrafter(Drafter):
                 self._computed[r.row_id] += 1
             logits = self.runner.step_cached(rows, kv=self.kv)
         return {rid: Draft(toks, torch.stack(probs[rid]) if probs[rid] else None) for rid, toks in drafts.items()}
+
+    def _greedy_from_one_token(self, requests: list[DraftRequest]) -> dict[str, Draft] | None:
+        """Greedy rows that each have one token the draft has not seen (the target's bonus token
+        after a rejection) draft all k tokens in one native call, catch-up included: the same
+        tokens as a catch-up pass and then k - 1 steps, without a second forward's Python
+        (~0.15 ms of a bundled-draft proposal). None where the general path must run."""
+        k = requests[0].k
+        if k < 1 or any(r.k != k or not r.sampling.greedy or len(r.token_ids) - self._computed[r.row_id] != 1
+                        for r in requests) or {r.row_id for r in requests} != set(self.kv.row_ids):
+            return None
+        out = self.runner.greedy_steps(self.kv, {r.row_id: r.token_ids[-1] for r in requests}, k)
+        if out is None:
+            return None
+        for r in requests:
+            self._computed[r.row_id] = len(r.token_ids) + k - 1  # the bonus token and drafts 1..k-1
+        return {r.row_id: Draft(list(out[r.row_id]), None) for r in requests}
 
     def _greedy_in_one_call(self, requests: list[DraftRequest], logits: dict[str, torch.Tensor],
                             drafts: dict[str, list[int]]) -> bool:

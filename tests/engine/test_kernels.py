@@ -261,6 +261,41 @@ def test_a_greedy_model_draft_proposes_in_one_native_call(tiny_llama_dir, monkey
 
 
 @needs_kernel
+def test_a_draft_after_a_rejection_is_one_call_and_the_same_tokens(tiny_llama_dir, monkeypatch):
+    """With one unseen token per row (the target's bonus token after a rejection), the drafter
+    drafts all k tokens in one native call; they equal a catch-up pass plus k - 1 steps."""
+    from engine.config import ModelSpec, SamplingParams
+    from engine.models import load_model
+    from engine.runner import ModelRunner
+    from engine.spec.drafters import DraftRequest, ModelDrafter
+
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    greedy = SamplingParams(max_new_tokens=8)
+    seqs = {"a": [5, 9, 11, 3, 7], "b": [4, 6, 2]}
+
+    def second_round(one_call: bool):
+        drafter = ModelDrafter(loaded.model, loaded.device, 0, 0)
+        first = drafter.propose([DraftRequest(r, s, 4, greedy, None) for r, s in seqs.items()], True)
+        for r, d in first.items():  # the target kept one draft and added its own token
+            drafter.observe(r, 4, 1)
+        if not one_call:
+            monkeypatch.setattr(ModelDrafter, "_greedy_from_one_token", lambda self, reqs: None)
+        calls = []
+        real = ModelRunner.greedy_steps
+        monkeypatch.setattr(ModelRunner, "greedy_steps",
+                            lambda self, *a, **k: (calls.append(a[-1]), real(self, *a, **k))[1])
+        nxt = {r: s + [first[r].tokens[0], 1] for r, s in seqs.items()}
+        drafts = drafter.propose([DraftRequest(r, s, 4, greedy, None) for r, s in nxt.items()], True)
+        monkeypatch.undo()
+        return {r: d.tokens for r, d in drafts.items()}, calls
+
+    fused, calls = second_round(True)
+    stepped, calls_stepped = second_round(False)
+    assert calls == [4] and calls_stepped == [3]
+    assert fused == stepped and all(len(t) == 4 for t in fused.values())
+
+
+@needs_kernel
 @pytest.mark.parametrize("n", [0, 5, 16, 63, 64 * 4 + 17, 1_000_003])
 def test_read_probe_sums_every_element_once(n):
     """The bandwidth probe's read loop (four streams per thread, a tail) must touch each value

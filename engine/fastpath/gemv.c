@@ -254,7 +254,7 @@ static void deinterleave(int64_t count, const float *x, float *xd) {  /* count %
 #define Q4_ROW(d, e, o, wp, c) \
     { __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wp + (k >> 1)))); \
       e = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), c); \
-      o = _mm512_permutexvar_ps(_mm512_and_si512(d, low), c); }
+      o = _mm512_permutexvar_ps(d, c); }  /* the permute reads the index's low 4 bits: no mask */
 #define Q4_FMA(a0, a1, a2, a3, xp) \
     { __m512 xe = _mm512_loadu_ps(xp + k), xo = _mm512_loadu_ps(xp + k + 16); \
       a0 = _mm512_fmadd_ps(e0, xe, a0); a0 = _mm512_fmadd_ps(o0, xo, a0); \
@@ -265,7 +265,6 @@ static void deinterleave(int64_t count, const float *x, float *xd) {  /* count %
 static void band_q4(int M, int K, int N, const float *xd, const uint8_t *w, const float *absmax,
                     const float *code, int bs, float *y, int n0, int n1) {
     const __m512 table = _mm512_loadu_ps(code);
-    const __m512i low = _mm512_set1_epi32(15);
     const int nb = K / bs;
     for (int n = n0; n < n1; n += 4) {
         int nr = n1 - n < 4 ? n1 - n : 4;
@@ -315,7 +314,6 @@ static void NAME(int M, int K, int N, const float *xd, const uint8_t *w, const f
                  const float *code, int bs, float *y, int n0, int n1) { \
     (void)M; \
     const __m512 table = _mm512_loadu_ps(code); \
-    const __m512i low = _mm512_set1_epi32(15); \
     const int nb = K / bs; \
     for (int n = n0; n < n1; n += 2) { \
         int nr = n1 - n < 2 ? n1 - n : 2; \

@@ -98,3 +98,29 @@ def test_cancel_and_resume_lose_no_measured_point(tiny_pair_dirs, points, tmp_pa
     assert "base" not in measured_again and "ngram" not in measured_again
     assert [r.name for r in results] == [p.name for p in points]
     assert results[0].single_tokens_per_s == partial[0].single_tokens_per_s
+
+
+def test_quality_probes_load_on_one_torch_thread(tiny_pair_dirs, monkeypatch, tmp_path):
+    """The sweep's perplexity models are loaded (and quantised) on the sweep's own thread: with
+    two torch threads there, the OpenMP team it left behind halved the speed of every later
+    point's engine thread. The load must run on one thread, and the count come back after."""
+    import torch
+
+    import engine.models as models
+
+    target, _ = tiny_pair_dirs
+    seen = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    sweep = Sweep(ModelSpec(str(target)), [GridPoint("bf16", EngineConfig(batching=BatchingConfig(enabled=False),
+                                                                           quantisation=Quantisation.BF16))],
+                  users=1, save_to=tmp_path / "tune.json")
+    sweep._perplexity(Quantisation.BF16, sweep_tokenizer(target))
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def sweep_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))

@@ -441,9 +441,11 @@ static inline __m512 exp_neg(__m512 x) {
  * over the keys query i may see: j <= L - T + i (causal) and valid[b, j] (holes), G = H / KVH.
  * q, k, v: innermost dimension contiguous, other strides in floats; valid: [B, L] bytes or NULL;
  * o: [B, T, H, D] contiguous (the layout the output projection reads). D % 16 == 0, D <= 256.
- * scratch: B*H*T*L floats (scores). A query that sees no key gets zeros. Items are dealt to the
- * threads one at a time, round robin: in a batch the rows' valid lengths differ (mixed requests,
- * holes), and contiguous blocks of items gave one thread the long rows and the other the short. */
+ * scratch: B*H*T*L floats (scores). A query that sees no key gets zeros. A head's T queries are
+ * dealt to the threads together, heads round robin: in a batch the rows' valid lengths differ
+ * (mixed requests, holes), and contiguous blocks gave one thread the long rows and the other the
+ * short; one query at a time made both threads read every head's keys for a verification
+ * (T = 5 over 1000 keys, 8 layers: 1.02 ms against 0.82). */
 #define ATTEND(NAME, LD) \
 static void NAME(int B, int H, int KVH, int T, int L, int D, float scale, \
                  const float *q, int64_t qsb, int64_t qsh, int64_t qst, \
@@ -451,7 +453,7 @@ static void NAME(int B, int H, int KVH, int T, int L, int D, float scale, \
                  const void *v, int64_t vsb, int64_t vsh, int64_t vsl, \
                  const uint8_t *valid, float *o, float *scratch, int threads) { \
     int G = H / KVH, items = B * H * T, nv = D / 16; \
-    _Pragma("omp parallel for num_threads(threads) schedule(static, 1)") \
+    _Pragma("omp parallel for num_threads(threads) schedule(static, T)") \
     for (int it = 0; it < items; it++) { \
         int b = it / (H * T), h = (it / T) % H, i = it % T; \
         const float *qp = q + b * qsb + h * qsh + i * qst; \

@@ -22,7 +22,6 @@ from engine.bench import (
     sequential_config,
 )
 from engine.bench_peer import PeerProcess
-from engine.machine import one_torch_thread
 from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
 
 
@@ -266,25 +265,21 @@ def suite_quant(opts: BenchOptions, log: Log) -> list[RunResult]:
         results = run_cases(cases, opts.repeats, log, "quant")
     finally:
         session.close()
-    # quality: measured once per level, outside the timed runs, on one torch thread: loading and
-    # quantising on this (the main) thread with two would leave an OpenMP team behind that slows
-    # the engine threads of the suites after this one (see engine.quality.perplexity)
-    with one_torch_thread():
-        _quality(opts, levels, results, eval_ids)
+    # quality: measured once per level, outside the timed runs (on one torch thread, see
+    # engine.quality.level_quality)
+    _quality(opts, levels, results, eval_ids)
     return results + skipped
 
 
 def _quality(opts: BenchOptions, levels: list, results: list[RunResult], eval_ids: list[int]) -> None:
-    from engine.models import load_model
-    from engine.quality import agreement, perplexity
+    from engine.quality import agreement, level_quality
 
     reference, ref_ppl = results[0].outputs, None
     flat_ref = [t for o in reference for t in o]
     for level, res in zip(levels, results):
-        probe = load_model(opts.spec, level)
-        res.extra["perplexity"] = perplexity(probe.model, eval_ids)
-        res.extra["skipped_layers"] = len(probe.skipped_modules)
-        del probe
+        quality = level_quality(opts.spec, level, eval_ids)
+        res.extra["perplexity"] = quality.perplexity
+        res.extra["skipped_layers"] = quality.skipped_layers
         ref_ppl = ref_ppl or res.extra["perplexity"]
         agree = [agreement(r, o) for r, o in zip(reference, res.outputs)]
         res.extra["agreement"] = sum(a.share * len(r) for a, r in zip(agree, reference)) / len(flat_ref)

@@ -63,9 +63,9 @@ def measure_read_bandwidth(num_bytes: int = 256 << 20, repeats: int = 5) -> floa
 
 def _read_bandwidth_here(num_bytes: int, repeats: int) -> float:
     """The faster of two reads of a buffer far past the caches, best of `repeats` each: torch's
-    sum and, where our kernel builds, its read loop (the products' access pattern; torch's sum
-    alone gave 28-55 GB/s between runs here, below what the products themselves reached, so a
-    roofline over it read 137 %). Interleaved, so a slow moment of a shared machine hits both."""
+    sum and, where our kernel builds, its read loop, which reads as the products do (so they
+    cannot beat the probe by reading differently; here both read ~50 GB/s). Interleaved, so a
+    slow moment of a shared machine hits both."""
     from engine.fastpath import kernels
 
     buf = torch.ones(num_bytes // 4, dtype=torch.float32)

@@ -22,6 +22,28 @@ def perplexity(model: torch.nn.Module, token_ids: list[int], window: int = 256) 
         return _perplexity(model, token_ids, window, device)
 
 
+@dataclass(frozen=True)
+class LevelQuality:
+    perplexity: float
+    skipped_layers: int  # layers the quantisation left in full precision
+
+
+def level_quality(spec, level, token_ids: list[int]) -> LevelQuality:
+    """Perplexity of the model loaded (and quantised) at `level`, for the bench and tune, whose
+    own thread calls it. Loading and measuring run on one torch thread: quantising with two on
+    that thread left an OpenMP team behind, and every later engine step ran at half speed (tune's
+    nf4 + draft k=2 point: 418 tok/s after the nf4 load, 1250 without it)."""
+    from engine.machine import one_torch_thread
+    from engine.models import load_model
+
+    with one_torch_thread():
+        probe = load_model(spec, level)
+        try:
+            return LevelQuality(perplexity(probe.model, token_ids), len(probe.skipped_modules))
+        finally:
+            del probe
+
+
 @torch.inference_mode()
 def _perplexity(model: torch.nn.Module, token_ids: list[int], window: int, device: torch.device) -> float:
     total_nll, total = 0.0, 0

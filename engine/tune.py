@@ -249,18 +249,10 @@ class Sweep:
 
     def _perplexity(self, level: Quantisation, tok) -> float:
         """Held-out perplexity at a level, measured once per level on a model loaded for it."""
-        from engine.machine import one_torch_thread
-        from engine.models import load_model
-        from engine.quality import perplexity
+        from engine.quality import level_quality
 
         if level not in self._ppl:
-            # loaded on one torch thread: quantising (bitsandbytes) with two on this thread left an
-            # OpenMP team behind, and every later point's engine thread ran at half speed (nf4 +
-            # draft k=2 measured 418 tok/s after the nf4 load, 1064 without it)
-            with one_torch_thread():
-                probe = load_model(self.spec, level)
-                self._ppl[level] = perplexity(probe.model, tok.encode(self.eval_text)[:2048])
-            del probe
+            self._ppl[level] = level_quality(self.spec, level, tok.encode(self.eval_text)[:2048]).perplexity
         return self._ppl[level]
 
     def _save(self) -> None:

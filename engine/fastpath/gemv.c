@@ -41,7 +41,7 @@ static inline __m512 ld_bf16(const void *p, int64_t i) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-/* 16 accumulators -> one vector whose lane t is the sum of a[t]'s 16 lanes, in 27 shuffles and
+/* 16 accumulators -> one vector whose lane t is the sum of a[t]'s 16 lanes, in 45 shuffles and
  * adds (16 separate horizontal sums took ~130, as long as ~20 iterations of an 8-row tile's
  * loop over K = 512) */
 static inline __m512 quad_sums(__m512 w, __m512 x, __m512 y, __m512 z) {
@@ -76,8 +76,8 @@ static inline void sums_of(const __m512 *a, int n, float *out) {
     a0 = _mm512_fmadd_ps(u, v0, a0); a1 = _mm512_fmadd_ps(u, v1, a1); \
     a2 = _mm512_fmadd_ps(u, v2, a2); a3 = _mm512_fmadd_ps(u, v3, a3); }
 
-/* The weight rows of the next tile, fetched while this one computes (the hardware prefetcher
- * alone left a core at ~16 GB/s on one row and lower once a tile had 8 input rows of FMAs). */
+/* The weight rows of the tile two ahead, fetched while this one computes (`ahead` bytes on; the
+ * hardware prefetcher alone left a core at ~16 GB/s on one row, and one tile ahead was slower). */
 #define PREFETCH_NEXT(a, b, c, k, ahead, ESZ) \
     _mm_prefetch((const char *)(a) + (ahead) + (int64_t)(k) * (ESZ), _MM_HINT_T0); \
     _mm_prefetch((const char *)(b) + (ahead) + (int64_t)(k) * (ESZ), _MM_HINT_T0); \

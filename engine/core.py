@@ -41,6 +41,10 @@ from engine.spec.drafters import DraftRequest
 from engine.stopping import TextStream, finish_reason
 
 
+MAX_DECODE_BURST = 8  # greedy decode steps one schedule may run in one native call
+DECODE_BURST_BUDGET_S = 0.010  # forward time a burst may take (a late request waits at most this)
+
+
 @dataclass
 class Request:
     """Engine-side bookkeeping of one request; `seq` is what the scheduler sees of it."""
@@ -67,6 +71,9 @@ class EngineCore(ModelHost):
         self.config = config
         self.initial_model = initial_model
         self.loaded: LoadedModel | None = None
+        self._context_of: tuple[LoadedModel, int | None] | None = None
+        self.max_decode_burst = MAX_DECODE_BURST  # 1: one decode step per schedule, always
+        self._decode_s: dict[int, float] = {}  # batch size -> forward time of its last decode step
         self.runner: ModelRunner | None = None
         self.scheduler = Scheduler(config.batching, chunked_prefill=config.kv_cache is not KVCacheMode.OFF)
         self.prefix_cache = PrefixCache(config.prefix_cache_max_bytes)
@@ -243,25 +250,76 @@ class EngineCore(ModelHost):
         t_sched = time.perf_counter()
         drafts = self._propose(plan)
         t_draft = time.perf_counter()
-        rows = [RowInput(e.seq.request_id, self.kv.tokens_to_compute(e) + drafts.get(e.seq.request_id, []),
-                         (1 + len(drafts.get(e.seq.request_id, []))) if e.completes else 0)
-                for e in plan.entries]
         prefill = self._count_prefill(plan)
+        burst = self._burst_length(plan, drafts)
         t_fwd = time.perf_counter()
-        logits = self.kv.forward(self.runner, plan, rows)
-        t_verify = time.perf_counter()
-        greedy = self._greedy_tokens(plan, drafts, logits)
-        outputs = {e.seq.request_id: self._verify_or_sample(e, drafts, logits, greedy)
-                   for e in plan.entries if e.completes}
-        t_host = time.perf_counter()
-        self.scheduler.update(plan, {rid: RowOutcome(o.num_draft_kept) for rid, o in outputs.items()},
-                              cache_kept=self.kv.keeps_cache)
+        tokens = self.kv.greedy_burst(self.runner, plan, burst) if burst > 1 else None
+        if tokens is not None:
+            t_verify = t_host = time.perf_counter()
+            self._decode_s[len(plan.entries)] = (t_verify - t_fwd) / burst
+            outputs = {rid: VerifyResult(token_ids=ids, origins=[TokenOrigin.TARGET] * len(ids), stats=SpecStats(),
+                                         num_rejected=0) for rid, ids in tokens.items()}
+            # each row computed the token it was fed and the burst's first burst - 1 outputs
+            kept = {rid: RowOutcome(burst - 1) for rid in outputs}
+        else:
+            burst = 1
+            rows = [RowInput(e.seq.request_id, self.kv.tokens_to_compute(e) + drafts.get(e.seq.request_id, []),
+                             (1 + len(drafts.get(e.seq.request_id, []))) if e.completes else 0)
+                    for e in plan.entries]
+            logits = self.kv.forward(self.runner, plan, rows)
+            t_verify = time.perf_counter()
+            if not drafts and not prefill:
+                self._decode_s[len(plan.entries)] = t_verify - t_fwd
+            greedy = self._greedy_tokens(plan, drafts, logits)
+            outputs = {e.seq.request_id: self._verify_or_sample(e, drafts, logits, greedy)
+                       for e in plan.entries if e.completes}
+            t_host = time.perf_counter()
+            kept = {rid: RowOutcome(o.num_draft_kept) for rid, o in outputs.items()}
+        self.scheduler.update(plan, kept, cache_kept=self.kv.keeps_cache)
         for rid, out in outputs.items():
             if out.num_rejected:
                 self.kv.reject_tail(rid, out.num_rejected)
         phases = StepPhases(schedule_s=t_sched - t0, draft_s=t_draft - t_sched, forward_s=t_verify - t_fwd,
                             verify_s=t_host - t_verify, host_s=t_fwd - t_draft)  # + emit time, added there
-        self._emit_step(plan, outputs, prefill, phases, cached_now, t0, t_host)
+        self._emit_step(plan, outputs, prefill, phases, cached_now, t0, t_host, burst)
+
+    def _burst_length(self, plan: SchedulePlan, drafts: dict[str, list[int]]) -> int:
+        """How many decode steps this schedule runs in one native call (1 = an ordinary step).
+
+        A step of a small model on a CPU spends ~0.5 ms in Python around a ~1 ms forward
+        (scheduling, inputs, sampling, detokenising, events). When every row of the batch is
+        decoding greedily, the next steps' inputs are the previous steps' argmaxes, so several
+        steps can run in C back to back (as vLLM's multi-step scheduling does) and the Python
+        around them is paid once. The burst is kept to about DECODE_BURST_BUDGET_S of forward
+        time (measured on this batch size's last decode step), so a request arriving meanwhile,
+        a cancel or a settings change waits no longer than that; it never passes a row's
+        max_new_tokens or the context window. An EOS or a stop string inside a burst ends the
+        row there (the steps after it are computed and dropped)."""
+        if self.max_decode_burst < 2 or self.spec is not None or drafts or not self.kv.keeps_cache:
+            return 1
+        entries = plan.entries
+        fast = self.runner.fast if self.runner is not None else None
+        if not entries or self._suspects or fast is None or not fast.can_greedy_steps \
+                or len(entries) != len(self.kv.batch.row_ids):
+            return 1
+        per_step = self._decode_s.get(len(entries))
+        if not per_step:
+            return 1  # an ordinary step measures it first
+        n = min(self.max_decode_burst, int(DECODE_BURST_BUDGET_S / per_step))
+        max_ctx = self._max_context()
+        for e in entries:
+            seq = e.seq
+            if not e.completes or e.num_new_tokens != 1 or seq.request_id not in self.kv.batch.row_ids:
+                return 1
+            req = self._reqs[seq.request_id]
+            if not req.request.sampling.greedy:
+                return 1
+            n = min(n, req.request.sampling.max_new_tokens - len(seq.output_ids))
+            if max_ctx:
+                n = min(n, max_ctx - seq.num_tokens)
+            if n < 2:
+                return 1
+        return n
 
     def _adopt_prefix_hits(self) -> int:
         waiting = list(self.scheduler.waiting)[: self.config.batching.effective_max_batch]
@@ -340,7 +398,7 @@ class EngineCore(ModelHost):
         return VerifyResult(token_ids=[token], origins=[TokenOrigin.TARGET], stats=SpecStats(), num_rejected=0)
 
     def _emit_step(self, plan: SchedulePlan, outputs: dict[str, VerifyResult], prefill: dict[str, int],
-                   phases: StepPhases, cached_now: int, t0: float, t_host: float) -> None:
+                   phases: StepPhases, cached_now: int, t0: float, t_host: float, decode_steps: int = 1) -> None:
         t_emit = now_s()
         committed = 0
         step_spec = SpecStats()
@@ -377,7 +435,7 @@ class EngineCore(ModelHost):
         t_end = time.perf_counter()
         phases = replace(phases, host_s=phases.host_s + (t_end - t_host))
         self.emit(ev.StepCompleted(stats=replace(
-            stats, step_time_s=t_end - t0, phases=phases, rows=tuple(activity),
+            stats, step_time_s=t_end - t0, phases=phases, rows=tuple(activity), decode_steps=decode_steps,
             waiting_ids=tuple(s.request_id for s in self.scheduler.waiting),
             preempted_ids=tuple(s.request_id for s in plan.preempted))))
 
@@ -391,12 +449,15 @@ class EngineCore(ModelHost):
                 if tok in req.eos_ids:
                     new_ids, origins = new_ids[: i + 1], origins[: i + 1]
                     break
+        # an EOS can only be the last of new_ids now: the visible tokens are a prefix of them
+        visible = [x for x in new_ids if x not in req.eos_ids] if not sampling.ignore_eos else new_ids
+        delta, pieces = req.stream.add(visible)
+        if req.stream.kept < len(visible):  # a stop string ended the text inside these tokens
+            new_ids, origins = new_ids[:req.stream.kept], origins[:req.stream.kept]
         seq.output_ids.extend(new_ids)
         req.origins.extend(origins)
         req.emission_times.append(t)
         req.emission_counts.append(len(new_ids))
-        visible = [x for x in new_ids if x not in req.eos_ids] if not sampling.ignore_eos else new_ids
-        delta, pieces = req.stream.add(visible)
         self.emit(ev.TokensGenerated(request_id=seq.request_id, text=delta, token_ids=tuple(new_ids),
                                      origins=tuple(origins), token_texts=pieces, timestamp_s=t))
         max_ctx = self._max_context()
@@ -436,7 +497,13 @@ class EngineCore(ModelHost):
 
     # ------------------------------------------------------------------ helpers
     def _max_context(self) -> int | None:
-        return context_length(self.loaded.model.config) if self.loaded else None
+        """The loaded model's context window (asked for every row of every step: kept per model)."""
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        if self._context_of is None or self._context_of[0] is not loaded:
+            self._context_of = (loaded, context_length(loaded.model.config))
+        return self._context_of[1]
 
     def _step_stats(self, t: float, batch: int, prefill: int, committed: int,
                     spec: SpecStats, cached_now: int) -> StepStats:

@@ -99,6 +99,13 @@ class CachedKV(KVManager):
                            [staging.extract(s.request_id, copy=False) for s in joining])
         return logits
 
+    def greedy_burst(self, runner, plan, steps: int) -> dict[str, list[int]] | None:
+        """`steps` greedy decode steps of every row of the batch in one native call, each row
+        fed its last token, then its own argmax (ModelRunner.greedy_steps); None where that
+        loop does not run (the caller takes one ordinary step)."""
+        first = {e.seq.request_id: e.seq.token_ids[e.seq.num_computed_tokens] for e in plan.entries}
+        return runner.greedy_steps(self.batch, first, steps)
+
     def _take_stash(self, seq: Sequence) -> RowKV | None:
         """The cache a joining sequence brings (prefix hit or preemption), if it still matches."""
         stash = self._stash.pop(seq.request_id, None)
@@ -134,6 +141,11 @@ class CachedKV(KVManager):
             return
         if reusable and self.reuse_prefixes and seq.num_computed_tokens > 0:
             row = self.batch.extract(rid)
+            if row.num_tokens > len(seq.token_ids):
+                # a step computed past where the sequence ended (an EOS or a stop string inside
+                # a burst of decode steps or inside accepted drafts): the first len(token_ids)
+                # columns are exactly its tokens' keys
+                row = RowKV([(k.clone(), v.clone()) for k, v in row.cropped(len(seq.token_ids)).layers])
             self.prefix.store(tuple(seq.token_ids[: row.num_tokens]), row)
         self.batch.remove_rows([rid])
 

@@ -179,6 +179,7 @@ class StepStats:
     prefix_cache_hits: int = 0  # lookups that found a cached prefix, since the engine started
     prefix_cache_misses: int = 0
     num_cached_prompt_tokens: int = 0  # prompt tokens adopted from the prefix cache this step
+    decode_steps: int = 1  # forward steps this schedule ran (a burst of greedy decode steps runs several)
 
 
 class SlidingRate:

@@ -60,8 +60,8 @@ class ModelRunner:
         heads = cfg.num_key_value_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         dtype = self.fast.cache_dtype
-        return [BufferLayer(torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device),
-                            torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device), 0)
+        return [FastLayer(torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device),
+                          torch.empty(batch, heads, 0, head_dim, dtype=dtype, device=self.device), 0)
                 for _ in range(cfg.num_hidden_layers)]
 
     @torch.inference_mode()
@@ -101,7 +101,7 @@ class ModelRunner:
             attention_mask = torch.cat([old_valid, new_valid], dim=1).long().to(self.device)
         want = max((r.num_logits for r in rows), default=0)
         if self.fast is not None:
-            layers = [BufferLayer(k, v, kv.width) for k, v in past] if past else self._empty_layers(b)
+            layers = [FastLayer(k, v, kv.width) for k, v in past] if past else self._empty_layers(b)
             logits = self._forward(self.fast, input_ids=input_ids.to(self.device),
                                    position_ids=positions.to(self.device),
                                    valid=None if attention_mask is None else attention_mask.bool(),
@@ -139,7 +139,7 @@ class ModelRunner:
         order = kv.row_ids
         positions = torch.tensor(kv.num_valid(), dtype=torch.long)
         valid = None if bool(kv.valid.all()) else kv.valid
-        layers = [BufferLayer(k, v, kv.width) for k, v in kv.buffers()]
+        layers = [FastLayer(k, v, kv.width) for k, v in kv.buffers()]
         out = self._forward(fast.greedy_steps, first=torch.tensor([first[r] for r in order], dtype=torch.long),
                             positions=positions, valid=valid, cache_layers=layers, steps=steps)
         kv.absorb([_buffers_of(layer) for layer in layers], kv.width + steps,
@@ -191,7 +191,7 @@ class ModelRunner:
 
 
 def _buffers_of(layer) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(layer, BufferLayer):
+    if isinstance(layer, (BufferLayer, FastLayer)):
         return layer.buf_k, layer.buf_v
     return layer.keys, layer.values  # the first forward: the model created plain layers
 
@@ -229,6 +229,42 @@ def _make_buffer_layer_class():
             self.keys, self.values = self.buf_k[:, :, :need], self.buf_v[:, :, :need]
 
     return _BufferLayer
+
+
+class FastLayer:
+    """The same buffer layer for our own forward (engine.fastpath), which needs none of
+    transformers' cache machinery: no DynamicLayer to construct per layer and step, and no views
+    of the used part unless the layer loop asks for them (the native forward reads the buffers
+    through pointers). Together ~70 us of a ~1.3 ms batch-1 decode step here."""
+
+    __slots__ = ("buf_k", "buf_v", "length")
+
+    def __init__(self, buf_k: torch.Tensor, buf_v: torch.Tensor, length: int) -> None:
+        self.buf_k, self.buf_v, self.length = buf_k, buf_v, length
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return self.buf_k[:, :, :self.length]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.buf_v[:, :, :self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start = self.length
+        self.reserve(key_states.shape[-2])
+        self.buf_k[:, :, start:self.length] = key_states
+        self.buf_v[:, :, start:self.length] = value_states
+        return self.keys, self.values
+
+    def reserve(self, num_tokens: int) -> None:
+        """Room for num_tokens more columns, counted as used: the caller writes them."""
+        need = self.length + num_tokens
+        if need > self.buf_k.shape[2]:
+            cap = max(need, int(self.buf_k.shape[2] * 1.5) + 32)
+            self.buf_k = _grow(self.buf_k, self.length, cap)
+            self.buf_v = _grow(self.buf_v, self.length, cap)
+        self.length = need
 
 
 def _grow(buf: torch.Tensor, used: int, capacity: int) -> torch.Tensor:

@@ -36,6 +36,7 @@ class TextStream:
     text: str = ""  # decoded text of all output tokens so far (stop string cut off when hit)
     emitted: int = 0  # characters of `text` already handed out
     stopped_by_string: bool = False
+    kept: int = 0  # tokens of the last add() taken into the stream
     _ids: list[int] = field(default_factory=list)
 
     _prefix_offset: int = 0  # ids[_prefix_offset:_read_offset] decode to the last stable piece
@@ -62,18 +63,24 @@ class TextStream:
         return full[len(prefix):]
 
     def add(self, new_ids: list[int]) -> tuple[str, tuple[str, ...]]:
-        """Append tokens; return (text delta safe to show, per-token text pieces)."""
+        """Append tokens; return (text delta safe to show, per-token text pieces). A stop string
+        ends the stream at the token that completed it: `kept` says how many of new_ids were
+        taken (several arrive at once from accepted drafts or a burst of decode steps)."""
         pieces = []
+        self.kept = 0
         for tok in new_ids:
+            if self.stopped_by_string:
+                break  # tokens after the one that completed a stop string are not output
             self._ids.append(tok)
             piece = self._next_piece()
             pieces.append(piece)
             self.text += piece
-        for s in self.stop:
-            cut = self.text.find(s)
-            if cut != -1:
-                self.text = self.text[:cut]
-                self.stopped_by_string = True
+            self.kept += 1
+            for s in self.stop:
+                cut = self.text.find(s)
+                if cut != -1:
+                    self.text = self.text[:cut]
+                    self.stopped_by_string = True
         safe_end = len(self.text) if self.stopped_by_string else len(self.text) - self._held_back()
         safe_end = max(safe_end, self.emitted)
         delta = self.text[self.emitted:safe_end]

@@ -35,7 +35,8 @@ def _steps(core) -> list:
 
 
 def test_a_request_that_joins_later_starts_later_and_both_finish(core):
-    _add(core, "long", "to be or not to be that is the question", 20)
+    # long enough to still be decoding (in bursts of several steps) when the short one is done
+    _add(core, "long", "to be or not to be that is the question", 200)
     for _ in range(5):
         core.step()
     _add(core, "short", "a horse", 3)
@@ -49,7 +50,7 @@ def test_a_request_that_joins_later_starts_later_and_both_finish(core):
     assert last["short"] < last["long"]  # the short one joins, finishes and leaves while the long one runs on
     assert lanes[first["short"]]["short"].num_prefill_tokens > 0
     assert lanes[last["short"]]["short"].finished and not lanes[last["short"]]["long"].finished
-    assert sum(lane["long"].num_output_tokens for lane in lanes if "long" in lane) == 20
+    assert sum(lane["long"].num_output_tokens for lane in lanes if "long" in lane) == 200
 
 
 def test_prefill_chunks_show_as_prefill_without_output(core):

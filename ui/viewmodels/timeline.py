@@ -67,6 +67,7 @@ class Step:
     phases: StepPhases
     blocks: tuple[Block, ...]
     merged: int = 1  # how many engine steps this block stands for
+    decode_steps: int = 1  # forward steps those ran (a burst of greedy decode steps runs several)
 
     @property
     def end(self) -> float:
@@ -82,6 +83,8 @@ class Step:
     def describe(self) -> str:
         ph = self.phases
         head = f"step {self.index}" if self.merged == 1 else f"steps {self.index}–{self.index + self.merged - 1}"
+        if self.decode_steps > self.merged:
+            head += f" ({self.decode_steps} forward steps: greedy decode bursts)"
         return (f"{head}: {self.wall_s * 1e3:.2f} ms wall · batch {self.batch_size} · "
                 f"{self.prefill_tokens} prefill + {self.output_tokens} output tokens\n"
                 f"schedule {ph.schedule_s * 1e3:.2f} ms · draft {ph.draft_s * 1e3:.2f} ms · "
@@ -99,7 +102,8 @@ def _merge_steps(steps: list[Step]) -> Step:
                       for f in ("schedule_s", "draft_s", "forward_s", "verify_s", "host_s")))
     return Step(first.index, first.start, sum(s.wall_s for s in steps), steps[-1].timestamp_s,
                 max(s.batch_size for s in steps), sum(s.prefill_tokens for s in steps),
-                sum(s.output_tokens for s in steps), ph, tuple(blocks.values()), sum(s.merged for s in steps))
+                sum(s.output_tokens for s in steps), ph, tuple(blocks.values()), sum(s.merged for s in steps),
+                sum(s.decode_steps for s in steps))
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,8 @@ class TimelineRecorder:
             if rid not in computed and rid not in stats.preempted_ids:
                 blocks.append(Block(rid, WAITING))
         step = Step(self.num_recorded, x, max(stats.step_time_s, 0.0), stats.timestamp_s, stats.batch_size,
-                    stats.num_prefill_tokens, stats.num_output_tokens, stats.phases, tuple(blocks))
+                    stats.num_prefill_tokens, stats.num_output_tokens, stats.phases, tuple(blocks),
+                    decode_steps=stats.decode_steps)
         self.num_recorded += 1
         self._x = step.end
         self.steps.append(step)

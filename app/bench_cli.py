@@ -129,6 +129,7 @@ COLUMNS = [
     ("TTFT ms", "ttft_s", "{:.1f}", 1000),
     ("ITL p50 ms", "itl_p50_s", "{:.1f}", 1000),
     ("ITL p95 ms", "itl_p95_s", "{:.1f}", 1000),
+    ("ms/token", "token_gap_p50_s", "{:.2f}", 1000),  # an emission's gap over its tokens, median
     ("weights MB", "weights_bytes", "{:.1f}", 1e-6),
     ("KV MB", "kv_cache_bytes", "{:.2f}", 1e-6),
     ("tokens", "completion_tokens", "{}"),

@@ -118,10 +118,13 @@ def aggregate(results: list["RunResult"]) -> "RunResult":
 
 
 def roofline(result: "RunResult", bandwidth_bytes_per_s: float | None) -> None:
-    """Batch-1 decode reads every weight once per step: achieved weight bytes/s = weights / ITL."""
-    if not bandwidth_bytes_per_s or not result.itl_p50_s or not result.weights_bytes:
+    """Batch-1 decode reads every weight once per step: achieved weight bytes/s = weights / the
+    median time per token between emissions (an emission of a burst of decode steps brings
+    several tokens, so its ITL is several steps)."""
+    per_token = result.extra.get("token_gap_p50_s") or result.itl_p50_s
+    if not bandwidth_bytes_per_s or not per_token or not result.weights_bytes:
         return
-    achieved = result.weights_bytes / result.itl_p50_s
+    achieved = result.weights_bytes / per_token
     result.extra["weight_read_bytes_per_s"] = achieved
     result.extra["roofline_pct"] = 100.0 * achieved / bandwidth_bytes_per_s
 
@@ -193,6 +196,7 @@ def engine_result(name: str, config: EngineConfig, session: EngineSession,
     fins = list(finished.values())
     tokens = sum(f.stats.completion_tokens for f in fins)
     itl = [x for f in fins for x in f.stats.itl_s]
+    gaps = [x for f in fins for x in f.stats.token_gaps_s]
     ttfts = [f.stats.ttft_s for f in fins if f.stats.ttft_s is not None]
     errors = [f.error for f in fins if f.reason is ev.FinishReason.ERROR]
     if errors:
@@ -217,6 +221,8 @@ def engine_result(name: str, config: EngineConfig, session: EngineSession,
         wall_s=wall_s,
         outputs=[list(f.token_ids) for f in fins],
     )
+    if gaps:
+        res.extra["token_gap_p50_s"] = percentile(gaps, 50)
     if acc is not None:
         res.extra["acceptance_rate"] = acc
         res.extra["mean_tokens_per_verify"] = spec.mean_tokens_per_verify

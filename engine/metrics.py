@@ -69,6 +69,9 @@ class RequestStats:
     tokens_per_s: float | None  # completion tokens / (finished - first token)... see request_stats()
     prefill_tokens_per_s: float | None
     spec: SpecStats = field(default_factory=SpecStats)
+    # per emission after the first: its gap over the tokens it brought (accepted drafts or a
+    # burst of decode steps bring several), the time a decode step took per token
+    token_gaps_s: tuple[float, ...] = ()
 
 
 def percentile(values: list[float] | tuple[float, ...], q: float) -> float | None:
@@ -105,6 +108,7 @@ def request_stats(
     ttft = None if first is None else first - submitted_s
     e2e = finished_s - submitted_s
     itl = tuple(b - a for a, b in zip(emission_times_s, emission_times_s[1:]))
+    gaps = tuple(g / n for g, n in zip(itl, emission_counts[1:]) if n > 0)
     tpot = None
     if ttft is not None and completion > 1:
         tpot = (e2e - ttft) / (completion - 1)
@@ -126,6 +130,7 @@ def request_stats(
         tokens_per_s=tps,
         prefill_tokens_per_s=prefill_tps,
         spec=spec,
+        token_gaps_s=gaps,
     )
 
 

@@ -82,6 +82,10 @@ def test_bench_repeats_are_interleaved_medians_with_peers_in_their_own_process(t
     assert runs["hf-generate"]["process"] == "own"
     assert runs["kv-on"]["outputs_match_reference"] is True and runs["kv-off"]["outputs_match_reference"] is True
     assert 0 < runs["kv-on"]["roofline_pct"] < 100
+    # bytes per decode step: the time per token between emissions (bursts bring several), not the ITL
+    assert runs["kv-on"]["weight_read_bytes_per_s"] == pytest.approx(
+        runs["kv-on"]["weights_bytes"] / runs["kv-on"]["token_gap_p50_s"])
+    assert runs["kv-on"]["token_gap_p50_s"] < runs["kv-on"]["itl_p50_s"]
     # the roofline divides by the better of two probes bracketing the suite
     kv = report["suites"]["kv"]
     assert len(kv["read_bandwidth_probes"]) == 2 and kv["read_bandwidth_bytes_per_s"] == max(kv["read_bandwidth_probes"])

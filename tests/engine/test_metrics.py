@@ -15,6 +15,7 @@ def test_request_stats_follow_the_definitions():
                       finished_s=101.5, prefill_time_s=0.3, spec=SpecStats())
     assert s.ttft_s == pytest.approx(0.5)
     assert s.itl_s == pytest.approx((0.2, 0.3, 0.5))
+    assert s.token_gaps_s == pytest.approx((0.2, 0.1, 0.5))  # the 3-token emission: 0.3 s over 3
     assert s.completion_tokens == 6
     assert s.tpot_s == pytest.approx((1.5 - 0.5) / 5)
     assert s.tokens_per_s == pytest.approx(6 / 1.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -297,4 +297,11 @@ def continuous_config(n: int = 8) -> EngineConfig:
 def kv_configs() -> dict[str, EngineConfig]:
     from engine.presets import Preset, preset_config
 
-    return {"kv-off": preset_config(Preset.BASELINE), "kv-on": preset_config(Preset.KV_CACHE)}
+    kv_on = preset_config(Preset.KV_CACHE)
+    return {"kv-off": preset_config(Preset.BASELINE), "kv-on": kv_on, "kv-on-stepwise": stepwise(kv_on)}
+
+
+def stepwise(config: EngineConfig) -> EngineConfig:
+    """The same configuration with one decode step per schedule (no greedy decode bursts): the
+    bench's `-stepwise` rows show what the bursts add."""
+    return config.with_(batching=replace(config.batching, decode_bursts=False))

@@ -20,6 +20,7 @@ from engine.bench import (
     roofline,
     run_cases,
     sequential_config,
+    stepwise,
 )
 from engine.bench_peer import PeerProcess
 from engine.config import EngineConfig, GenerateRequest, KVCacheMode, ModelSpec, SamplingParams
@@ -307,6 +308,7 @@ def suite_spec(opts: BenchOptions, log: Log) -> list[RunResult]:
 
     rows = [
         ("target-only", sequential_config()),
+        ("target-only-stepwise", stepwise(sequential_config())),
         ("draft-k4", spec_cfg(SpeculativeMode.DRAFT, 4)),
         ("draft-adaptive", spec_cfg(SpeculativeMode.DRAFT, 4, adaptive=True)),
         ("ngram", spec_cfg(SpeculativeMode.NGRAM, 4)),

@@ -50,12 +50,17 @@ class BatchingConfig:
     # tokens computed per step, all rows together: long prompts are prefilled in chunks of this
     # size, so running rows keep decoding between chunks and a shutdown waits one chunk at most
     token_budget: int = 512
+    # greedy rows decode several steps per schedule in one native call (engine.core._burst_length):
+    # the Python around a step is paid once per burst, and tokens stream a few at a time
+    decode_bursts: bool = True
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size)
         _check_int("token_budget", self.token_budget)
         if not isinstance(self.enabled, bool):
             raise ValueError("batching.enabled must be true or false")
+        if not isinstance(self.decode_bursts, bool):
+            raise ValueError("batching.decode_bursts must be true or false")
         if self.max_batch_size > 256:
             raise ValueError("max_batch_size must be at most 256")
         if self.max_batch_size < 1:
@@ -126,6 +131,8 @@ class EngineConfig:
     def describe(self) -> str:
         """Short human label, e.g. for chart markers: 'kv on · batch 8 · none · spec off'."""
         batch = f"batch {self.batching.max_batch_size}" if self.batching.enabled else "batching off"
+        if not self.batching.decode_bursts:
+            batch += " (no bursts)"
         spec = self.speculative
         if spec.mode is SpeculativeMode.OFF:
             spec_label = "spec off"

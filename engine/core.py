@@ -295,7 +295,8 @@ class EngineCore(ModelHost):
         a cancel or a settings change waits no longer than that; it never passes a row's
         max_new_tokens or the context window. An EOS or a stop string inside a burst ends the
         row there (the steps after it are computed and dropped)."""
-        if self.max_decode_burst < 2 or self.spec is not None or drafts or not self.kv.keeps_cache:
+        if not self.config.batching.decode_bursts or self.max_decode_burst < 2 or self.spec is not None \
+                or drafts or not self.kv.keeps_cache:
             return 1
         entries = plan.entries
         fast = self.runner.fast if self.runner is not None else None

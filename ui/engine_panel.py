@@ -92,11 +92,15 @@ class EnginePanel(QScrollArea):
         self.batch_spin.setKeyboardTracking(False)
         self.batch_spin.setPrefix("max ")
         self.batch_spin.setMinimumWidth(72)
+        self.bursts_check = named(QCheckBox("Decode bursts"), "decode_bursts_toggle", "Decode bursts")
+        self.bursts_check.setToolTip("Greedy rows decode several steps per schedule in one native call "
+                                     "(up to ~10 ms): the per-step Python is paid once per burst, and "
+                                     "tokens stream a few at a time")
         self.batching_status = StatusPill("batching_status", "Batching status")
         row = QHBoxLayout()
         row.addWidget(self.batching_check, 1)
         row.addWidget(self.batch_spin)
-        box.addWidget(self._section("batching", "Batching", row, self.batching_status))
+        box.addWidget(self._section("batching", "Batching", row, self.bursts_check, self.batching_status))
 
         # quantisation
         self.quant_combo = self._combo("quantisation_combo", "Quantisation level", QUANT_CHOICES)
@@ -146,6 +150,7 @@ class EnginePanel(QScrollArea):
         self.kv_combo.currentIndexChanged.connect(lambda _i: self._request("kv"))
         self.batching_check.toggled.connect(lambda _on: self._request("batching"))
         self.batch_spin.valueChanged.connect(lambda _v: self._request("batching"))
+        self.bursts_check.toggled.connect(lambda _on: self._request("batching"))
         self.quant_combo.currentIndexChanged.connect(lambda _i: self._request("quant"))
         self.spec_combo.currentIndexChanged.connect(lambda _i: self._request("spec"))
         self.k_spin.valueChanged.connect(lambda _v: self._request("spec"))
@@ -209,7 +214,8 @@ class EnginePanel(QScrollArea):
             kv_cache=self.kv_combo.currentData(),
             batching=BatchingConfig(enabled=self.batching_check.isChecked(),
                                     max_batch_size=self.batch_spin.value(),
-                                    token_budget=base.batching.token_budget),
+                                    token_budget=base.batching.token_budget,
+                                    decode_bursts=self.bursts_check.isChecked()),
             quantisation=self.quant_combo.currentData(),
             speculative=SpeculativeConfig(mode=mode,
                                           num_draft_tokens=self.k_spin.value(),
@@ -302,14 +308,15 @@ class EnginePanel(QScrollArea):
         return cfg.with_(**{field_name: getattr(source, field_name)})
 
     def _show_config(self, cfg: EngineConfig) -> None:
-        widgets = (self.kv_combo, self.batching_check, self.batch_spin, self.quant_combo, self.spec_combo,
-                   self.k_spin, self.adaptive_check, self.draft_input)
+        widgets = (self.kv_combo, self.batching_check, self.batch_spin, self.bursts_check, self.quant_combo,
+                   self.spec_combo, self.k_spin, self.adaptive_check, self.draft_input)
         for w in widgets:
             w.blockSignals(True)
         try:
             self.kv_combo.setCurrentIndex(self.kv_combo.findData(cfg.kv_cache))
             self.batching_check.setChecked(cfg.batching.enabled)
             self.batch_spin.setValue(cfg.batching.max_batch_size)
+            self.bursts_check.setChecked(cfg.batching.decode_bursts)
             self.quant_combo.setCurrentIndex(self.quant_combo.findData(cfg.quantisation))
             self.spec_combo.setCurrentIndex(self.spec_combo.findData(cfg.speculative.mode))
             self.k_spin.setValue(min(cfg.speculative.num_draft_tokens, MAX_K))

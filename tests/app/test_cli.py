@@ -72,7 +72,7 @@ def test_bench_repeats_are_interleaved_medians_with_peers_in_their_own_process(t
     assert rc == 0
     err = capsys.readouterr().err
     order = [ln.split("kv: ", 1)[1] for ln in err.splitlines() if "kv: " in ln and "repeat" in ln]
-    assert order == [f"{name} (repeat {r}/2)" for r in (1, 2) for name in ("kv-off", "kv-on", "hf-generate")]
+    assert order == [f"{name} (repeat {r}/2)" for r in (1, 2) for name in ("kv-off", "kv-on", "kv-on-stepwise", "hf-generate")]
     report = json.loads(out.read_text())
     assert report["repeats"] == 2 and report["machine"]["read_bandwidth_bytes_per_s"] > 1e8
     runs = {r["name"]: r for r in report["suites"]["kv"]["runs"]}

@@ -135,6 +135,19 @@ def test_rows_that_sample_and_speculation_step_one_at_a_time(tiny_llama_dir):
     assert all(s.decode_steps == 1 for s in steps)
 
 
+def test_decode_bursts_switched_off_step_one_at_a_time(tiny_llama_dir):
+    loaded = load_model(ModelSpec(str(tiny_llama_dir)))
+    off = EngineConfig(batching=BatchingConfig(decode_bursts=False))
+    assert "no bursts" in off.describe() and "no bursts" not in EngineConfig().describe()
+    assert EngineConfig.from_dict(off.to_dict()) == off
+    with pytest.raises(ValueError, match="decode_bursts"):
+        BatchingConfig(decode_bursts="yes")
+    done, steps, _ = _run(loaded, off, _greedy(PROMPTS, 20, ignore_eos=True))
+    assert all(s.decode_steps == 1 for s in steps) and len(steps) >= 20
+    on, _, _ = _run(loaded, EngineConfig(), _greedy(PROMPTS, 20, ignore_eos=True))
+    assert {r: f.token_ids for r, f in on.items()} == {r: f.token_ids for r, f in done.items()}
+
+
 def test_architectures_without_the_native_forward_step_one_at_a_time(tiny_gpt2_dir):
     loaded = load_model(ModelSpec(str(tiny_gpt2_dir)))
     done, steps, _ = _run(loaded, EngineConfig(), _greedy(PROMPTS[:2], 10, ignore_eos=True))

@@ -38,7 +38,7 @@ window = MainWindow(bridge, store, settings=WorkbenchSettings(default_settings(P
 window.show()
 
 def go(_info):
-    window.chat.settings.max_tokens.setValue(8000)
+    window.chat.settings.max_tokens.setValue(32000)  # streams for seconds, decode bursts and all
     window.chat.settings.stops.setText("")
     window.chat.send("friends romans countrymen lend me your ears")
 
@@ -54,7 +54,7 @@ def _long_context_copy(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     config = json.loads((dst / "config.json").read_text())
-    config["max_position_embeddings"] = 8192  # rotary: room for an answer that outlives the kill
+    config["max_position_embeddings"] = 32768  # rotary: room for an answer that outlives the kill
     (dst / "config.json").write_text(json.dumps(config))
     return dst
 
@@ -123,7 +123,7 @@ def test_the_streaming_answer_is_written_once_a_second_in_place(qtbot, make_wind
     window = make_window(str(_long_context_copy(tiny_llama_dir, tmp_path / "long-ctx")))
     chat = window.chat
     chat.settings.stops.setText("")
-    send_prompt(qtbot, window, "now is the winter of our discontent", max_tokens=4000)
+    send_prompt(qtbot, window, "now is the winter of our discontent", max_tokens=32000)
     first_tokens(qtbot, window)
     with qtbot.waitSignal(chat.answer_saved, timeout=10_000) as first:
         pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 
 from engine import events as ev
 from engine.config import KVCacheMode, Quantisation, SpeculativeMode
@@ -44,6 +44,23 @@ def test_flipping_kv_cache_and_batching_mid_answer_reaches_the_engine(qtbot, win
     assert "kv off" in finished.config_label and "batching off" in finished.config_label
     assert finished.config_label in window.chat.message_views[-1].config_footer.text()
     # persisted for the next start
+    assert window.settings.engine_config() == bridge.config
+
+
+def test_decode_bursts_are_on_by_default_and_switch_off_mid_answer(qtbot, window):
+    panel, bridge = window.engine_panel, window.bridge
+    assert panel.bursts_check.isChecked() and bridge.config.batching.decode_bursts
+    send_prompt(qtbot, window, "speak the speech i pray you", max_tokens=4000)
+    first_tokens(qtbot, window)
+    with qtbot.waitSignal(bridge.config_applied, timeout=30_000):
+        box = panel.bursts_check  # a user clicks the box itself (the row is as wide as the panel)
+        qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(6, box.height() // 2))
+        assert panel.batching_status.state == "applying"
+    assert not bridge.config.batching.decode_bursts and bridge.config.batching.enabled
+    assert panel.batching_status.state == "applied"
+    window.chat.stop()
+    finished = wait_answer(qtbot, window)
+    assert "(no bursts)" in finished.config_label
     assert window.settings.engine_config() == bridge.config
 
 

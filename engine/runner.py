@@ -212,21 +212,12 @@ def _make_buffer_layer_class():
             self.keys, self.values = buf_k[:, :, :length], buf_v[:, :, :length]
 
         def update(self, key_states, value_states, *args, **kwargs):
-            start = self.length
-            self.reserve(key_states.shape[-2])
-            self.buf_k[:, :, start:self.length] = key_states
-            self.buf_v[:, :, start:self.length] = value_states
-            return self.keys, self.values
+            return _write(self, key_states, value_states)
 
         def reserve(self, num_tokens: int) -> None:
             """Room for num_tokens more columns, counted as used: the caller writes them."""
-            need = self.length + num_tokens
-            if need > self.buf_k.shape[2]:
-                cap = max(need, int(self.buf_k.shape[2] * 1.5) + 32)
-                self.buf_k = _grow(self.buf_k, self.length, cap)
-                self.buf_v = _grow(self.buf_v, self.length, cap)
-            self.length = need
-            self.keys, self.values = self.buf_k[:, :, :need], self.buf_v[:, :, :need]
+            _reserve(self, num_tokens)
+            self.keys, self.values = self.buf_k[:, :, :self.length], self.buf_v[:, :, :self.length]
 
     return _BufferLayer
 
@@ -252,20 +243,32 @@ class FastLayer:
         return self.buf_v[:, :, :self.length]
 
     def update(self, key_states, value_states, *args, **kwargs):
-        start = self.length
-        self.reserve(key_states.shape[-2])
-        self.buf_k[:, :, start:self.length] = key_states
-        self.buf_v[:, :, start:self.length] = value_states
-        return self.keys, self.values
+        return _write(self, key_states, value_states)
 
     def reserve(self, num_tokens: int) -> None:
         """Room for num_tokens more columns, counted as used: the caller writes them."""
-        need = self.length + num_tokens
-        if need > self.buf_k.shape[2]:
-            cap = max(need, int(self.buf_k.shape[2] * 1.5) + 32)
-            self.buf_k = _grow(self.buf_k, self.length, cap)
-            self.buf_v = _grow(self.buf_v, self.length, cap)
-        self.length = need
+        _reserve(self, num_tokens)
+
+
+def _write(layer, key_states: torch.Tensor, value_states: torch.Tensor):
+    """A layer's update(): the new keys and values written in place after its used columns;
+    returns views of all of them."""
+    start = layer.length
+    layer.reserve(key_states.shape[-2])
+    layer.buf_k[:, :, start:layer.length] = key_states
+    layer.buf_v[:, :, start:layer.length] = value_states
+    return layer.keys, layer.values
+
+
+def _reserve(layer, num_tokens: int) -> None:
+    """Room for num_tokens more columns in a layer's buffers (grown by half when full), counted
+    as used."""
+    need = layer.length + num_tokens
+    if need > layer.buf_k.shape[2]:
+        cap = max(need, int(layer.buf_k.shape[2] * 1.5) + 32)
+        layer.buf_k = _grow(layer.buf_k, layer.length, cap)
+        layer.buf_v = _grow(layer.buf_v, layer.length, cap)
+    layer.length = need
 
 
 def _grow(buf: torch.Tensor, used: int, capacity: int) -> torch.Tensor:

@@ -183,17 +183,18 @@ class BatchKV:
         self.row_ids.extend(row_ids)
         return True
 
-    def extract(self, row_id: str, *, copy: bool = True) -> RowKV:
-        """The row's valid columns, in order, as a standalone RowKV. copy=False may return views
-        of this cache (for a row written elsewhere at once, before this cache changes)."""
+    def extract(self, row_id: str, *, copy: bool = True, num_tokens: int | None = None) -> RowKV:
+        """The row's valid columns, in order, as a standalone RowKV (only the first num_tokens
+        of them when given). copy=False may return views of this cache (for a row written
+        elsewhere at once, before this cache changes)."""
         b = self.row_index(row_id)
         if not self._kbuf:
             return RowKV([])
         row_valid = self.valid[b]
         if bool(row_valid.all()):
-            layers = [(k[b], v[b]) for k, v in zip(self.keys, self.values)]
+            layers = [(k[b, :, :num_tokens], v[b, :, :num_tokens]) for k, v in zip(self.keys, self.values)]
         else:
-            idx = row_valid.nonzero().squeeze(1).to(self._kbuf[0].device)
+            idx = row_valid.nonzero().squeeze(1)[:num_tokens].to(self._kbuf[0].device)
             layers = [(k[b, :, idx], v[b, :, idx]) for k, v in zip(self.keys, self.values)]
             copy = False  # indexing with a tensor already copied
         if copy:

@@ -140,12 +140,10 @@ class CachedKV(KVManager):
         if rid not in self.batch.row_ids:
             return
         if reusable and self.reuse_prefixes and seq.num_computed_tokens > 0:
-            row = self.batch.extract(rid)
-            if row.num_tokens > len(seq.token_ids):
-                # a step computed past where the sequence ended (an EOS or a stop string inside
-                # a burst of decode steps or inside accepted drafts): the first len(token_ids)
-                # columns are exactly its tokens' keys
-                row = RowKV([(k.clone(), v.clone()) for k, v in row.cropped(len(seq.token_ids)).layers])
+            # a step may have computed past where the sequence ended (an EOS or a stop string
+            # inside a burst of decode steps or inside accepted drafts): its first len(token_ids)
+            # columns are exactly its tokens' keys
+            row = self.batch.extract(rid, num_tokens=len(seq.token_ids))
             self.prefix.store(tuple(seq.token_ids[: row.num_tokens]), row)
         self.batch.remove_rows([rid])
 
